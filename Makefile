@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both build .venv themselves.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench soak db clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+db: $(STAMP)
+	$(BIN)/tsunagi db setup
+
+run: db
+	$(BIN)/tsunagi run
+
+test: $(STAMP)
+	$(BIN)/python -m tests.setup_machine
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+soak: $(STAMP)
+	$(BIN)/python -m tests.setup_machine
+	$(BIN)/python -m pytest -m slow --override-ini="addopts=-ra" tests/soak $(PYTEST_ARGS)
+
+bench: db
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

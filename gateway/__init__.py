@@ -1,0 +1,1 @@
+"""The HTTP API front ends call: validation, orchestration, translation; no domain rules."""

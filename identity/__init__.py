@@ -1,0 +1,1 @@
+"""Identity migration: legacy import, legacy login, passwords, risk-based login; secret questions."""

@@ -1,0 +1,1 @@
+"""Notification addresses (registered + Select E-mail), mail rendering, SMTP delivery."""

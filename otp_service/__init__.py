@@ -1,0 +1,1 @@
+"""OTP application, tokens, activation, verification; mail notification passwords."""

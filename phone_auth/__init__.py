@@ -1,0 +1,1 @@
+"""Inbound-call phone verification and the telephony edges."""

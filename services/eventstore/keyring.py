@@ -1,0 +1,52 @@
+"""Per-subject data keys, wrapped by a configured master key (crypto-shredding)."""
+from __future__ import annotations
+
+import threading
+import time
+
+from services import crypto
+
+
+class KeyRing:
+    """Finds, creates and destroys subject data keys.
+
+    Unwrapped keys are cached briefly: a shred is final in the database at once and in every
+    process's cache within ``ttl`` seconds.
+    """
+
+    def __init__(self, master: crypto.MasterKeys, ttl: float = 30.0):
+        self.master = master
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def data_key(self, conn, subject: str, *, create: bool) -> bytes | None:
+        now = time.monotonic()
+        hit = self._cache.get(subject)
+        if hit and now - hit[0] < self.ttl:
+            return hit[1]
+        row = conn.execute("SELECT master_kid, wrapped_key FROM eventstore.subject_keys "
+                           "WHERE subject = %s", (subject,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            wk = self.master.wrap(subject, crypto.new_data_key())
+            conn.execute("INSERT INTO eventstore.subject_keys (subject, master_kid, wrapped_key) "
+                         "VALUES (%s, %s, %s) ON CONFLICT (subject) DO NOTHING",
+                         (subject, wk.master_kid, wk.wrapped))
+            row = conn.execute("SELECT master_kid, wrapped_key FROM eventstore.subject_keys "
+                               "WHERE subject = %s", (subject,)).fetchone()
+        key = self.master.unwrap(subject, crypto.WrappedKey(row[0], bytes(row[1])))
+        with self._lock:
+            self._cache[subject] = (now, key)
+        return key
+
+    def destroy(self, conn, subject: str) -> bool:
+        with self._lock:
+            self._cache.pop(subject, None)
+        cur = conn.execute("DELETE FROM eventstore.subject_keys WHERE subject = %s", (subject,))
+        return cur.rowcount > 0
+
+    def forget_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()

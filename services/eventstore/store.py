@@ -1,0 +1,264 @@
+"""The event store on PostgreSQL (see deploy/sql/010_eventstore.sql for the guarantees)."""
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Iterator, Sequence
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from contracts.errors import ConcurrencyConflict
+from contracts.events import REGISTRY, Metadata, NewEvent, RecordedEvent, Registry
+from services import crypto
+from services.eventstore.keyring import KeyRing
+
+ANY = None          # expected_version: append whatever the stream's version
+NO_STREAM = 0       # expected_version: the stream must not exist yet
+
+_COLUMNS = ("e.stream_name, e.stream_version, e.event_id, e.event_type, e.schema_version, "
+            "e.data, e.metadata, e.recorded_at")
+
+# One statement, one round trip: the stream's current version is read and checked in the
+# same INSERT, so a wrong expectation inserts nothing and a concurrent winner trips the
+# unique (stream_name, stream_version) constraint.
+_APPEND = """
+INSERT INTO eventstore.events
+       (event_id, stream_name, stream_version, event_type, schema_version, data, metadata)
+SELECT u.event_id, %(stream)s, cur.v + u.ord, u.event_type, u.schema_version, u.data, %(metadata)s
+  FROM (SELECT coalesce(max(stream_version), 0) AS v
+          FROM eventstore.events WHERE stream_name = %(stream)s) AS cur,
+       unnest(%(ids)s::uuid[], %(types)s::text[], %(versions)s::int[], %(datas)s::jsonb[])
+           WITH ORDINALITY AS u(event_id, event_type, schema_version, data, ord)
+ WHERE %(expected)s::bigint IS NULL OR cur.v = %(expected)s::bigint
+RETURNING stream_version
+"""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    head_position: int
+    head_link: str
+    first_broken: int | None = None
+    reason: str | None = None
+
+
+def canonical_bytes(pos: int, event_id, stream_name: str, stream_version: int, event_type: str,
+                    schema_version: int, data_text: str, metadata_text: str,
+                    recorded_at: datetime) -> bytes:
+    """Mirror of eventstore.canonical() in SQL, computed independently for verification."""
+    micros = (recorded_at - _EPOCH) // timedelta(microseconds=1)
+    return "\x1f".join((str(pos), str(event_id), stream_name, str(stream_version), event_type,
+                        str(schema_version), data_text, metadata_text, str(micros))).encode()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class EventStore:
+    def __init__(self, pool: ConnectionPool, keyring: KeyRing, registry: Registry = REGISTRY):
+        self.pool = pool
+        self.keyring = keyring
+        self.registry = registry
+
+    # -- connections ---------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        """A connection inside one transaction: appends and read-model writes commit together."""
+        with self.pool.connection() as conn:
+            with conn.transaction():
+                yield conn
+
+    @contextmanager
+    def _conn(self, conn: psycopg.Connection | None):
+        if conn is not None:
+            yield conn
+        else:
+            with self.pool.connection() as c:
+                yield c
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(self, stream_name: str, events: Sequence[NewEvent], expected_version: int | None,
+               metadata: Metadata, *, subject: str | None = None,
+               conn: psycopg.Connection | None = None) -> int:
+        """Append ``events`` to a stream; returns the stream's new version.
+
+        Raises ConcurrencyConflict when the stream is not at ``expected_version``.
+        Personal fields (per the registry) are encrypted with the subject's data key; the
+        subject defaults to the stream id (customer streams are named ``customer-<number>``).
+        """
+        if not events:
+            raise ValueError("nothing to append")
+        subject = subject or stream_name.split("-", 1)[1]
+        ids, types, versions, datas = [], [], [], []
+        with self._conn(conn) as c:
+            for ev in events:
+                et = self.registry.get(ev.type)
+                data = ev.data
+                if et is not None and et.personal_fields:
+                    data = self._seal_personal(c, subject, et.personal_fields, data)
+                ids.append(ev.event_id)
+                types.append(ev.type)
+                versions.append(et.version if et else 1)
+                datas.append(Jsonb(data))
+            params = {"stream": stream_name, "metadata": Jsonb(metadata.as_dict()), "ids": ids,
+                      "types": types, "versions": versions, "datas": datas,
+                      "expected": expected_version}
+            try:
+                rows = c.execute(_APPEND, params).fetchall()
+            except psycopg.errors.UniqueViolation as exc:
+                if "event_id" in str(exc.diag.constraint_name or ""):
+                    raise
+                raise ConcurrencyConflict(stream=stream_name) from None
+        if not rows:
+            raise ConcurrencyConflict(stream=stream_name, expected=expected_version)
+        return max(r[0] for r in rows)
+
+    def _seal_personal(self, conn, subject: str, fields: Iterable[str], data: dict) -> dict:
+        present = [f for f in fields if data.get(f) is not None]
+        if not present:
+            return data
+        key = self.keyring.data_key(conn, subject, create=True)
+        sealed = dict(data)
+        for f in present:
+            sealed[f] = crypto.seal_value(key, subject, f, data[f])
+        return sealed
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read_stream(self, stream_name: str, from_version: int = 1, *,
+                    conn: psycopg.Connection | None = None) -> list[RecordedEvent]:
+        """Every committed event of one stream in version order (sealed or not yet)."""
+        sql = (f"SELECT {_COLUMNS}, l.global_position FROM eventstore.events e "
+               "LEFT JOIN eventstore.log l ON l.event_seq = e.id "
+               "WHERE e.stream_name = %s AND e.stream_version >= %s ORDER BY e.stream_version")
+        with self._conn(conn) as c:
+            rows = c.execute(sql, (stream_name, from_version)).fetchall()
+            return self._decode(c, rows)
+
+    def read_all(self, after_position: int = 0, limit: int = 1000, *, category: str | None = None,
+                 conn: psycopg.Connection | None = None) -> list[RecordedEvent]:
+        """The sealed global log after ``after_position``, in order, gap-free."""
+        where = "l.global_position > %s" + (" AND e.category = %s" if category else "")
+        args: tuple = (after_position, category, limit) if category else (after_position, limit)
+        sql = (f"SELECT {_COLUMNS}, l.global_position FROM eventstore.log l "
+               f"JOIN eventstore.events e ON e.id = l.event_seq WHERE {where} "
+               "ORDER BY l.global_position LIMIT %s")
+        with self._conn(conn) as c:
+            rows = c.execute(sql, args).fetchall()
+            return self._decode(c, rows)
+
+    def read_category(self, category: str, after_position: int = 0, limit: int = 1000,
+                      **kw) -> list[RecordedEvent]:
+        return self.read_all(after_position, limit, category=category, **kw)
+
+    def stream_version(self, stream_name: str, *, conn=None) -> int:
+        with self._conn(conn) as c:
+            row = c.execute("SELECT coalesce(max(stream_version), 0) FROM eventstore.events "
+                            "WHERE stream_name = %s", (stream_name,)).fetchone()
+            return row[0]
+
+    def _decode(self, conn, rows) -> list[RecordedEvent]:
+        keys: dict[str, bytes | None] = {}
+        out = []
+        for (stream, version, event_id, etype, sv, data, meta, recorded_at, pos) in rows:
+            if any(crypto.is_sealed(v) for v in data.values()):
+                data = dict(data)
+                for name, value in data.items():
+                    if crypto.is_sealed(value):
+                        subj = value["s"]
+                        if subj not in keys:
+                            keys[subj] = self.keyring.data_key(conn, subj, create=False)
+                        data[name] = crypto.open_value(keys[subj], name, value)
+            et = self.registry.get(etype)
+            if et is not None and sv < et.version:
+                data = et.upcast(sv, data)
+            out.append(RecordedEvent(stream, version, event_id, etype, sv, data, meta,
+                                     recorded_at, pos))
+        return out
+
+    # -- sealing, the chain, shredding -----------------------------------------------------
+
+    def seal(self, max_batch: int = 10000) -> int:
+        """Give committed events their global position and chain link. -1: another sealer ran."""
+        with self.pool.connection() as c:
+            return c.execute("SELECT eventstore.seal(%s)", (max_batch,)).fetchone()[0]
+
+    def seal_all(self, timeout: float = 10.0) -> int:
+        """Seal until nothing committed is left unsealed (tests, tools)."""
+        deadline = time.monotonic() + timeout
+        total = 0
+        while True:
+            n = self.seal()
+            if n > 0:
+                total += n
+                continue
+            with self.pool.connection() as c:
+                pending = c.execute(
+                    "SELECT count(*) FROM eventstore.events e WHERE NOT EXISTS "
+                    "(SELECT 1 FROM eventstore.log l WHERE l.event_seq = e.id)").fetchone()[0]
+            if pending == 0:
+                return total
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{pending} events still unsealed")
+            time.sleep(0.01)
+
+    def head(self) -> tuple[int, str]:
+        with self.pool.connection() as c:
+            row = c.execute("SELECT global_position, encode(link, 'hex') FROM eventstore.log "
+                            "ORDER BY global_position DESC LIMIT 1").fetchone()
+        return (row[0], row[1]) if row else (0, "")
+
+    def verify(self, from_position: int = 1, batch: int = 5000) -> VerifyResult:
+        """Recompute the hash chain from ``from_position``; name the first broken position."""
+        with self.pool.connection() as c:
+            prev = b""
+            if from_position > 1:
+                row = c.execute("SELECT link FROM eventstore.log WHERE global_position = %s",
+                                (from_position - 1,)).fetchone()
+                if row is None:
+                    return VerifyResult(False, 0, 0, "", from_position - 1, "position missing")
+                prev = bytes(row[0])
+            expected_pos = from_position
+            checked = 0
+            with c.transaction():
+                cur = c.cursor(name=f"verify_{uuid.uuid4().hex}")
+                cur.itersize = batch
+                cur.execute(
+                    "SELECT l.global_position, l.link, e.event_id, e.stream_name, e.stream_version, "
+                    "e.event_type, e.schema_version, e.data::text, e.metadata::text, e.recorded_at "
+                    "FROM eventstore.log l LEFT JOIN eventstore.events e ON e.id = l.event_seq "
+                    "WHERE l.global_position >= %s ORDER BY l.global_position", (from_position,))
+                for (pos, link, eid, stream, ver, etype, sv, dtext, mtext, rec) in cur:
+                    if pos != expected_pos:
+                        return VerifyResult(False, checked, pos, "", expected_pos, "position missing")
+                    if eid is None:
+                        return VerifyResult(False, checked, pos, "", pos, "event row missing")
+                    want = hashlib.sha256(prev + canonical_bytes(
+                        pos, eid, stream, ver, etype, sv, dtext, mtext, rec)).digest()
+                    if want != bytes(link):
+                        return VerifyResult(False, checked, pos, "", pos, "link does not match event")
+                    prev = want
+                    expected_pos += 1
+                    checked += 1
+        return VerifyResult(True, checked, expected_pos - 1, prev.hex())
+
+    def shred(self, subject: str, metadata: Metadata) -> None:
+        """Destroy a subject's data key: its personal fields read as redacted from now on."""
+        with self.transaction() as c:
+            self.keyring.destroy(c, subject)
+            self.append(f"subject-{subject}", [NewEvent("subject_key_shredded", {"subject": subject})],
+                        ANY, metadata, conn=c)
+
+
+def new_event_id() -> uuid.UUID:
+    return uuid.uuid4()

@@ -1,0 +1,58 @@
+"""Idempotent event handlers: at-least-once delivery, exactly-once effect.
+
+``@handles(source, event_type)`` is Nameko's SERVICE_POOL ``event_handler`` plus a tracking row
+written in the same transaction as the handler's effect: a redelivered event finds the row
+and does nothing. The decorated method receives the decoded event and the open connection.
+"""
+from __future__ import annotations
+
+import functools
+
+from nameko.events import event_handler
+
+from contracts.events import RecordedEvent
+from contracts.subscriptions import Subscription
+from services import logging as tlog
+
+
+def handled_once(store, handler: str, event: RecordedEvent, effect):
+    """Run ``effect(conn)`` unless ``handler`` already handled ``event``; returns
+    (ran, result). The tracking row commits or rolls back with the effect."""
+    with store.transaction() as conn:
+        cur = conn.execute(
+            "INSERT INTO chassis.handled_events (handler, event_id) VALUES (%s, %s) "
+            "ON CONFLICT DO NOTHING", (handler, event.event_id))
+        if cur.rowcount == 0:
+            return False, None
+        return True, effect(conn)
+
+
+def handles(source_service: str, event_type: str, *, store_attr: str = "store"):
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, body):
+            event = RecordedEvent.from_message(body)
+            name = f"{self.name}.{method.__name__}"
+            ran, _ = handled_once(getattr(self, store_attr), name, event,
+                                  lambda conn: method(self, event, conn))
+            if not ran:
+                tlog.get_logger(service=self.name).info(
+                    "duplicate_event_ignored", handler=name, event_id=str(event.event_id),
+                    correlation_id=event.metadata.get("correlation_id"))
+
+        # The subscription is recorded when the service module is imported; Nameko's own
+        # queue name is derived from the service name, checked at container start.
+        wrapper.__tsunagi_subscription__ = (source_service, event_type, method.__name__)
+        return event_handler(source_service, event_type)(wrapper)
+    return decorate
+
+
+def subscriptions_of(service_cls) -> list[Subscription]:
+    """The subscriptions a service class's handlers need. Each must also be declared in
+    ``contracts`` (where the relay reads them); a test checks the two agree."""
+    subs = []
+    for attr in dir(service_cls):
+        spec = getattr(getattr(service_cls, attr), "__tsunagi_subscription__", None)
+        if spec:
+            subs.append(Subscription(spec[0], spec[1], service_cls.name, spec[2]))
+    return subs
