@@ -1,4 +1,6 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both build .venv themselves.
+#   make run  RUN_ARGS="--instances 2"     extra options for `tsunagi run` (see tsunagi run --help)
+#   make test PYTEST_ARGS="tests/e2e -x"   extra options for pytest
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,11 +14,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+# Roles, database and schema: idempotent, so it runs before every start.
 db: $(STAMP)
 	$(BIN)/tsunagi db setup
 
+# Every service, the relay and (without SMTP_HOST/SMTP_PORT) a local SMTP sink, in the
+# foreground; Ctrl-C stops them all.
 run: db
-	$(BIN)/tsunagi run
+	$(BIN)/tsunagi run $(RUN_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m tests.setup_machine
@@ -30,4 +35,4 @@ bench: db
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .run

@@ -5,6 +5,8 @@ so the gateway can turn it into problem+json without knowing any domain rule.
 """
 from __future__ import annotations
 
+import json
+
 from nameko.exceptions import deserialize_to_instance
 
 
@@ -16,11 +18,17 @@ class DomainError(Exception):
     default_code = "bad_request"
     default_detail = "リクエストを処理できませんでした。"
 
-    def __init__(self, detail: str | None = None, code: str | None = None, **extra):
+    def __init__(self, detail: str | None = None, code: str | None = None, wire_extra: str | None = None,
+                 /, **extra):
+        # Nameko rebuilds a remote error as ``cls(*exc.args)`` after stringifying every
+        # non-string arg, so the extra fields travel as one JSON string (keeping numbers and
+        # booleans) and come back here as the third positional argument.
+        if wire_extra:
+            extra = {**json.loads(wire_extra), **extra}
         self.code = code or self.default_code
         self.detail = detail or self.default_detail
         self.extra = extra
-        super().__init__(self.detail, self.code, extra)
+        super().__init__(self.detail, self.code, json.dumps(extra, ensure_ascii=False, default=str))
 
     def __reduce__(self):  # keep picklable with keyword arguments
         return (_rebuild, (type(self), self.detail, self.code, self.extra))

@@ -3,9 +3,12 @@
 It seals committed events into the global log, reads the log in order from its checkpoint and
 publishes each event as a Nameko event (exchange ``<service>.events``, routing key = event
 type) with publisher confirms, then moves the checkpoint. A crash between publish and
-checkpoint republishes a few events; handlers are idempotent, so that is harmless. Only one
-relay publishes at a time (a PostgreSQL advisory lock held on its own connection); a second
-one waits as a hot standby.
+checkpoint republishes a few events; handlers are idempotent, so that is harmless.
+
+Only one relay of a given name publishes at a time: it holds a PostgreSQL advisory lock on a
+connection of its own and reads and moves its checkpoint on that same connection, so a relay
+whose lock connection died can no longer move the checkpoint; it stops publishing, reconnects
+and queues up for the lock again. The others wait as hot standbys.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from contracts.subscriptions import SUBSCRIPTIONS, Subscription
 from services import logging as tlog
 from services.eventstore import EventStore
 
-_LEADER_LOCK = 7031704583
+# Advisory lock (class, hashtext(relay name)): one leader per relay name and database.
+_LEADER_LOCK_CLASS = 70317045
 
 
 def event_exchange(service: str) -> Exchange:
@@ -33,7 +37,8 @@ def event_exchange(service: str) -> Exchange:
 class Relay:
     def __init__(self, store: EventStore, amqp_uri: str, *, name: str = "relay",
                  registry: Registry = REGISTRY, subscriptions: list[Subscription] | None = None,
-                 batch: int = 500, idle_sleep: float = 0.01):
+                 batch: int = 500, idle_sleep: float = 0.01, max_backoff: float = 5.0,
+                 standby_poll: float = 1.0):
         self.store = store
         self.amqp_uri = amqp_uri
         self.name = name
@@ -41,34 +46,52 @@ class Relay:
         self.subscriptions = SUBSCRIPTIONS if subscriptions is None else subscriptions
         self.batch = batch
         self.idle_sleep = idle_sleep
+        self.max_backoff = max_backoff
+        self.standby_poll = standby_poll
         self.log = tlog.get_logger(service="relay", relay=name)
         self.published = 0
+        self.reconnects = 0            # broker connections opened after the first one
+        self.leading = threading.Event()
+        self._leader: psycopg.Connection | None = None
         self._connection: kombu.Connection | None = None
         self._producer: kombu.Producer | None = None
+        self._connected_once = False
         self._declared: set[str] = set()
 
     # -- checkpoint ----------------------------------------------------------------------
 
     def checkpoint(self) -> int:
         with self.store.pool.connection() as c:
-            row = c.execute("SELECT position FROM chassis.checkpoints WHERE name = %s",
-                            (self.name,)).fetchone()
+            return self._read_checkpoint(c)
+
+    def _read_checkpoint(self, c) -> int:
+        row = c.execute("SELECT position FROM chassis.checkpoints WHERE name = %s",
+                        (self.name,)).fetchone()
         return row[0] if row else 0
 
-    def _save_checkpoint(self, position: int) -> None:
+    def _save_checkpoint(self, c, position: int) -> None:
+        c.execute("INSERT INTO chassis.checkpoints (name, position) VALUES (%s, %s) "
+                  "ON CONFLICT (name) DO UPDATE SET position = excluded.position, "
+                  "updated_at = now()", (self.name, position))
+
+    def reset_checkpoint(self, position: int) -> None:
+        """Move the checkpoint (operators: republish from ``position``; tools)."""
         with self.store.pool.connection() as c:
-            c.execute("INSERT INTO chassis.checkpoints (name, position) VALUES (%s, %s) "
-                      "ON CONFLICT (name) DO UPDATE SET position = excluded.position, "
-                      "updated_at = now()", (self.name, position))
+            self._save_checkpoint(c, position)
 
     # -- broker ----------------------------------------------------------------------------
 
     def _connect(self) -> kombu.Producer:
         if self._producer is None:
-            self._connection = kombu.Connection(self.amqp_uri, transport_options={"confirm_publish": True},
-                                                heartbeat=0, connect_timeout=5)
-            self._connection.ensure_connection(max_retries=1)
-            self._producer = kombu.Producer(self._connection.channel(), serializer="json")
+            connection = kombu.Connection(self.amqp_uri, transport_options={"confirm_publish": True},
+                                          heartbeat=0, connect_timeout=5)
+            self._connection = connection
+            connection.ensure_connection(max_retries=1)
+            self._producer = kombu.Producer(connection.channel(), serializer="json")
+            if self._connected_once:
+                self.reconnects += 1
+                self.log.info("relay_reconnected", reconnects=self.reconnects)
+            self._connected_once = True
             self._declared.clear()
             self._declare_subscriptions()
         return self._producer
@@ -76,7 +99,7 @@ class Relay:
     def _declare_subscriptions(self) -> None:
         """Declare every handler queue up front so no event waits on a consumer's first start."""
         channel = self._producer.channel
-        for sub in self.subscriptions:
+        for sub in list(self.subscriptions):
             exchange = event_exchange(sub.source_service)
             self._declare_exchange(exchange)
             Queue(sub.queue_name, exchange=exchange, routing_key=sub.event_type, durable=True,
@@ -99,48 +122,104 @@ class Relay:
         producer = self._connect()
         exchange = event_exchange(self.registry.source_service(event.type))
         self._declare_exchange(exchange)
+        headers = {"nameko.call_id_stack": [f"relay.{event.type}.{event.event_id}"]}
+        if event.metadata.get("correlation_id"):
+            headers["nameko.correlation_id"] = event.metadata["correlation_id"]
+        # The body is serialised by kombu (JSON), exactly as Nameko's EventDispatcher does;
+        # passing content_type here would make kombu send the dict unserialised.
         # publish() returns only after the broker confirmed the message (confirm_publish).
         producer.publish(event.as_message(), exchange=exchange, routing_key=event.type,
-                         delivery_mode=2, content_type="application/json",
-                         message_id=str(event.event_id),
-                         headers={"nameko.correlation_id": event.metadata.get("correlation_id"),
-                                  "nameko.call_id_stack": [f"relay.{event.type}.{event.event_id}"]})
+                         delivery_mode=2, message_id=str(event.event_id), headers=headers)
 
     # -- the loop ----------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Seal, publish one batch, move the checkpoint. Returns the number published."""
+        """Seal, publish one batch, move the checkpoint. Returns the number published.
+
+        When publishing fails part-way, the checkpoint still moves past what the broker has
+        confirmed, so a reconnect republishes only the unconfirmed rest."""
         self.store.seal()
-        position = self.checkpoint()
+        position = self._on_checkpoint_conn(self._read_checkpoint)
         events = self.store.read_all(position, self.batch)
-        for event in events:
-            self.publish(event)
-            self.published += 1
-        if events:
-            self._save_checkpoint(events[-1].global_position)
+        done = None
+        try:
+            for event in events:
+                self.publish(event)
+                self.published += 1
+                done = event.global_position
+        finally:
+            if done is not None:
+                self._on_checkpoint_conn(lambda c: self._save_checkpoint(c, done))
         return len(events)
+
+    def _on_checkpoint_conn(self, fn):
+        """The leader reads and moves its checkpoint on its lock connection: should that
+        connection (and with it the lock) be gone, the checkpoint cannot move."""
+        if self._leader is not None:
+            return fn(self._leader)
+        with self.store.pool.connection() as c:
+            return fn(c)
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, surviving broker and database restarts."""
         backoff = 0.1
-        with psycopg.connect(self.store.pool.conninfo, autocommit=True) as leader:
-            while not stop.is_set() and not leader.execute(
-                    "SELECT pg_try_advisory_lock(%s)", (_LEADER_LOCK,)).fetchone()[0]:
-                stop.wait(1.0)   # another relay leads; stand by
-            self.log.info("relay_leading", checkpoint=self.checkpoint())
-            while not stop.is_set():
-                try:
-                    n = self.run_once()
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.store.pool.conninfo, autocommit=True,
+                                     connect_timeout=5) as leader:
+                    if not self._await_leadership(leader, stop):
+                        break
+                    self._leader = leader
+                    self.leading.set()
+                    self.log.info("relay_leading", checkpoint=self._read_checkpoint(leader))
                     backoff = 0.1
-                    if n == 0:
-                        stop.wait(self.idle_sleep)
-                except (kombu.exceptions.OperationalError, ConnectionError, OSError,
-                        psycopg.OperationalError) as exc:
-                    self.log.warning("relay_retrying", error=type(exc).__name__, backoff=backoff)
-                    self._disconnect()
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    self._lead(stop)
+            except psycopg.Error as exc:
+                # The database is gone or our lock connection died (the lock with it): stop
+                # publishing, then queue up for leadership again.
+                self.log.warning("relay_database_error", error=f"{type(exc).__name__}: {exc}",
+                                 backoff=backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            finally:
+                self._leader = None
+                self.leading.clear()
         self._disconnect()
+
+    def _await_leadership(self, leader: psycopg.Connection, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            if leader.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                              (_LEADER_LOCK_CLASS, self.name)).fetchone()[0]:
+                return True
+            stop.wait(self.standby_poll)   # another relay of this name leads; stand by
+        return False
+
+    def _lead(self, stop: threading.Event) -> None:
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                n = self.run_once()
+            except psycopg.Error:
+                raise
+            except Exception as exc:
+                # Broker restarted, connection cut (ConnectionForced), channel closed, confirm
+                # lost: none may end the relay. Reconnect with backoff; unconfirmed events
+                # are published again.
+                self.log.warning("relay_broker_error", error=f"{type(exc).__name__}: {exc}",
+                                 backoff=backoff)
+                self._disconnect()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            backoff = 0.1
+            if n == 0:
+                stop.wait(self.idle_sleep)
+
+
+def pending_count(store: EventStore) -> int:
+    with store.pool.connection() as c:
+        return c.execute("SELECT count(*) FROM eventstore.events e WHERE NOT EXISTS "
+                         "(SELECT 1 FROM eventstore.log l WHERE l.event_seq = e.id)").fetchone()[0]
 
 
 def wait_until_published(relay: Relay, timeout: float = 10.0) -> None:
@@ -148,10 +227,7 @@ def wait_until_published(relay: Relay, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if relay.run_once() == 0 and relay.store.seal() == 0:
-            with relay.store.pool.connection() as c:
-                pending = c.execute("SELECT count(*) FROM eventstore.events e WHERE NOT EXISTS "
-                                    "(SELECT 1 FROM eventstore.log l WHERE l.event_seq = e.id)").fetchone()[0]
-            if pending == 0 and relay.run_once() == 0:
+            if pending_count(relay.store) == 0 and relay.run_once() == 0:
                 return
         time.sleep(0.01)
     raise TimeoutError("relay did not catch up")

@@ -79,13 +79,35 @@ LANGUAGE sql IMMUTABLE AS $$
         (extract(epoch FROM e.recorded_at) * 1000000)::bigint::text), 'UTF8')
 $$;
 
+-- The horizon: the oldest transaction still in flight in THIS database, or the next xid when
+-- none is. pg_snapshot_xmin() alone would count transactions of every database in the cluster,
+-- so one long transaction in an unrelated database would stall sealing (and every relay).
+-- A transaction of the snapshot is skipped only when pg_stat_activity positively shows it
+-- running in another database; anything unknown (a prepared transaction, one that just
+-- ended) still holds the horizon back, which only delays sealing, never loses an event.
+-- Transactions that start later get an xid >= the snapshot's xmax, never below the horizon.
+CREATE OR REPLACE FUNCTION eventstore.seal_horizon() RETURNS xid8
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH s AS (SELECT pg_current_snapshot() AS snap)
+    SELECT coalesce(
+        (SELECT min(x) FROM s, pg_snapshot_xip(s.snap) AS x
+          WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                             WHERE a.backend_xid = x::xid
+                               AND a.datid IS DISTINCT FROM
+                                   (SELECT oid FROM pg_database WHERE datname = current_database()))),
+        (SELECT pg_snapshot_xmax(s.snap) FROM s))
+$$;
+
 -- Seal committed events into the global log. Only one sealer runs at a time (advisory
 -- lock; a second caller returns -1 at once). Cursor = (tx_id, id) of the last sealed event:
 -- every transaction below the horizon has finished, so nothing can still appear behind it.
+-- SECURITY DEFINER: the sealer is the only writer of `log`; the services' role may call it
+-- but cannot insert positions or links of its own (019_eventstore_grants.sql). As the owner
+-- it also sees other roles' transactions in pg_stat_activity (for the horizon).
 CREATE OR REPLACE FUNCTION eventstore.seal(max_batch integer DEFAULT 10000) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    horizon  xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    horizon  xid8 := eventstore.seal_horizon();
     last_pos bigint;
     last_link bytea;
     last_tx  xid8;

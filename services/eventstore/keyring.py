@@ -20,13 +20,19 @@ class KeyRing:
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
 
+    # ``mine``: the row was written by the caller's own, still open transaction (its
+    # created_at is that transaction's start time). Such a key is not cached: should the
+    # transaction roll back, the key never existed, and data sealed with a cached copy of it
+    # could never be opened again.
+    _SELECT = ("SELECT master_kid, wrapped_key, created_at = now() AS mine "
+               "FROM eventstore.subject_keys WHERE subject = %s")
+
     def data_key(self, conn, subject: str, *, create: bool) -> bytes | None:
         now = time.monotonic()
         hit = self._cache.get(subject)
         if hit and now - hit[0] < self.ttl:
             return hit[1]
-        row = conn.execute("SELECT master_kid, wrapped_key FROM eventstore.subject_keys "
-                           "WHERE subject = %s", (subject,)).fetchone()
+        row = conn.execute(self._SELECT, (subject,)).fetchone()
         if row is None:
             if not create:
                 return None
@@ -34,11 +40,11 @@ class KeyRing:
             conn.execute("INSERT INTO eventstore.subject_keys (subject, master_kid, wrapped_key) "
                          "VALUES (%s, %s, %s) ON CONFLICT (subject) DO NOTHING",
                          (subject, wk.master_kid, wk.wrapped))
-            row = conn.execute("SELECT master_kid, wrapped_key FROM eventstore.subject_keys "
-                               "WHERE subject = %s", (subject,)).fetchone()
+            row = conn.execute(self._SELECT, (subject,)).fetchone()
         key = self.master.unwrap(subject, crypto.WrappedKey(row[0], bytes(row[1])))
-        with self._lock:
-            self._cache[subject] = (now, key)
+        if not row[2]:
+            with self._lock:
+                self._cache[subject] = (now, key)
         return key
 
     def destroy(self, conn, subject: str) -> bool:

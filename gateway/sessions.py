@@ -1,0 +1,143 @@
+"""Customer sessions: opaque bearer tokens, of which only a SHA-256 is stored.
+
+A session ends after ``SESSION_IDLE_SECONDS`` (default 15 min) without a request or
+``SESSION_ABSOLUTE_SECONDS`` (default 2 h) after it began, whichever comes first, or when it
+is revoked (logout, password change, operator action).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from nameko.extensions import DependencyProvider
+
+from services.clock import SystemClock
+from services.config import Settings
+from services.eventstore.factory import open_pool
+
+KINDS = ("migration", "customer")
+IDLE_SECONDS = 15 * 60
+ABSOLUTE_SECONDS = 2 * 60 * 60
+# 32 random bytes in urlsafe base64 are 43 characters; anything much longer is not ours and
+# is refused before it reaches the database.
+_MAX_TOKEN_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class Session:
+    customer_number: str
+    kind: str
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class SessionStore:
+    def __init__(self, pool, *, clock=None, idle_seconds: int = IDLE_SECONDS,
+                 absolute_seconds: int = ABSOLUTE_SECONDS):
+        self.pool = pool
+        self.clock = clock or SystemClock()
+        self.idle = timedelta(seconds=idle_seconds)
+        self.absolute = timedelta(seconds=absolute_seconds)
+
+    def create(self, customer_number: str, kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown session kind {kind!r}")
+        token = secrets.token_urlsafe(32)
+        now = self.clock.now()
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO gateway.sessions (token_hash, customer_number, kind, created_at,"
+                " last_seen_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                (token_hash(token), customer_number, kind, now, now,
+                 min(now + self.idle, now + self.absolute)))
+        return token
+
+    def get(self, token: str | None) -> Session | None:
+        """The live session of ``token``, sliding its idle expiry; None when unknown,
+        expired or revoked (the caller cannot tell which, on purpose)."""
+        if not token or len(token) > _MAX_TOKEN_LENGTH:
+            return None
+        now = self.clock.now()
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE gateway.sessions"
+                "   SET last_seen_at = %(now)s,"
+                "       expires_at = LEAST(%(now)s + %(idle)s, created_at + %(absolute)s)"
+                " WHERE token_hash = %(hash)s AND revoked_at IS NULL AND expires_at > %(now)s"
+                " RETURNING customer_number, kind, created_at, expires_at",
+                {"now": now, "idle": self.idle, "absolute": self.absolute,
+                 "hash": token_hash(token)}).fetchone()
+        return Session(*row) if row else None
+
+    def revoke(self, token: str | None) -> bool:
+        if not token or len(token) > _MAX_TOKEN_LENGTH:
+            return False
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE gateway.sessions SET revoked_at = %s"
+                " WHERE token_hash = %s AND revoked_at IS NULL",
+                (self.clock.now(), token_hash(token)))
+            return cur.rowcount > 0
+
+    def revoke_all(self, customer_number: str, kind: str | None = None) -> int:
+        """End every live session of a customer (e.g. after a password change); returns how many."""
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE gateway.sessions SET revoked_at = %s"
+                " WHERE customer_number = %s AND revoked_at IS NULL"
+                "   AND (%s::text IS NULL OR kind = %s::text)",
+                (self.clock.now(), customer_number, kind, kind))
+            return cur.rowcount
+
+    def purge(self, older_than: timedelta = timedelta(days=1)) -> int:
+        """Delete rows that ended more than ``older_than`` ago (housekeeping)."""
+        cutoff = self.clock.now() - older_than
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                "DELETE FROM gateway.sessions WHERE expires_at < %s OR revoked_at < %s",
+                (cutoff, cutoff))
+            return cur.rowcount
+
+    def ping(self) -> None:
+        with self.pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+
+
+def _setting(config, key: str, default: int) -> int:
+    value = config.get(key) or os.environ.get(key)
+    return int(value) if value not in (None, "") else default
+
+
+class SessionProvider(DependencyProvider):
+    """The gateway's session store, on a connection pool of its own (``DATABASE_URL``)."""
+
+    def __init__(self, max_size: int = 5):
+        self.max_size = max_size
+        self.store: SessionStore | None = None
+
+    def setup(self):
+        config = self.container.config
+        url = config.get("DATABASE_URL") or Settings().database_url
+        pool = open_pool(url, max_size=self.max_size, name="gateway-sessions")
+        self.store = SessionStore(
+            pool,
+            idle_seconds=_setting(config, "SESSION_IDLE_SECONDS", IDLE_SECONDS),
+            absolute_seconds=_setting(config, "SESSION_ABSOLUTE_SECONDS", ABSOLUTE_SECONDS))
+
+    def stop(self):
+        if self.store is not None:
+            self.store.pool.close()
+            self.store = None
+
+    def kill(self):
+        self.stop()
+
+    def get_dependency(self, worker_ctx):
+        return self.store

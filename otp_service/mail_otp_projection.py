@@ -1,0 +1,79 @@
+"""The read model of the mail notification password (deploy/sql/061_mail_otp.sql): the snapshot
+of ``mailotp-<customer_number>``, written in the same transaction as its events and rebuildable
+by replaying the ``mailotp`` category."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from psycopg.types.json import Jsonb
+
+from contracts import mail_otp as contract
+from otp_service import mail_otp
+
+
+def state(conn, customer_number: str) -> mail_otp.MailOtpState:
+    row = conn.execute(
+        "SELECT current, previous, consecutive_failures, locked, locked_at, stream_version "
+        "FROM otp.mail_otp_customers WHERE customer_number = %s", (customer_number,)).fetchone()
+    if row is None:
+        return mail_otp.MailOtpState(customer_number=customer_number)
+    current, previous, failures, locked, locked_at, version = row
+    return mail_otp.MailOtpState(
+        customer_number=customer_number,
+        current=mail_otp.Code.from_dict(current) if current else None,
+        previous=tuple(mail_otp.Code.from_dict(p) for p in previous or ()),
+        consecutive_failures=failures, locked=locked, locked_at=locked_at, version=version)
+
+
+def _write(conn, s: mail_otp.MailOtpState) -> None:
+    cur = s.current
+    conn.execute(
+        "INSERT INTO otp.mail_otp_customers (customer_number, current, previous, current_status, "
+        "current_expires_at, consecutive_failures, locked, locked_at, stream_version) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (customer_number) DO UPDATE SET "
+        "current = excluded.current, previous = excluded.previous, current_status = excluded.current_status, "
+        "current_expires_at = excluded.current_expires_at, "
+        "consecutive_failures = excluded.consecutive_failures, locked = excluded.locked, "
+        "locked_at = excluded.locked_at, stream_version = excluded.stream_version, updated_at = now()",
+        (s.customer_number, Jsonb(cur.as_dict()) if cur else None, Jsonb([p.as_dict() for p in s.previous]),
+         cur.status if cur else None, cur.expires_at if cur else None, s.consecutive_failures, s.locked,
+         s.locked_at, s.version))
+
+
+def project_all(conn, customer_number: str, new_version: int, events) -> None:
+    """Project events just appended; ``new_version`` is what ``EventStore.append`` returned."""
+    s = state(conn, customer_number)
+    first = new_version - len(events) + 1
+    for offset, event in enumerate(events):
+        s = mail_otp.evolve(s, event)
+        s = replace(s, version=first + offset)
+    _write(conn, s)
+
+
+def expired(conn, now: datetime, limit: int = 200) -> list[str]:
+    rows = conn.execute(
+        "SELECT customer_number FROM otp.mail_otp_customers WHERE current_status = 'active' "
+        "AND current_expires_at <= %s ORDER BY current_expires_at LIMIT %s", (now, limit)).fetchall()
+    return [r[0] for r in rows]
+
+
+def rebuild(store, batch: int = 1000, progress=None) -> int:
+    """Empty the read model and replay the sealed ``mailotp`` category into it."""
+    store.seal_all()
+    count = 0
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM otp.mail_otp_customers")
+        position = 0
+        while True:
+            events = store.read_category(contract.MAIL_OTP_CATEGORY, position, batch, conn=conn)
+            if not events:
+                break
+            for event in events:
+                number = event.stream_name.split("-", 1)[1]
+                _write(conn, mail_otp.evolve(state(conn, number), event))
+                count += 1
+            position = events[-1].global_position
+            if progress:
+                progress(count)
+    return count

@@ -1,0 +1,118 @@
+"""Run one Nameko service module: `python -m services.cli._launch MODULE [--config FILE]`.
+
+This is `nameko run --config FILE MODULE` with two differences that matter here:
+- only the classes *defined in* MODULE are services. `nameko run MODULE` takes every class in
+  the module's namespace that has entrypoints, so a service that imports a mixin
+  (`PingMixin`, the gateway's route mixins) fails to start ("must define a `name`");
+- a start-up failure exits non-zero (`nameko run` prints "Error: ..." and exits 0, which
+  would hide a broken service from the runner and from docker);
+- SIGTERM/SIGINT during start-up is held until the service has started, then it stops
+  gracefully. (Nameko stops a consumer that is still starting by killing its greenthread
+  with an exception instance, which eventlet 0.41 turns into IndexError and a crash.)
+- "ready" is logged once every entrypoint consumes, which the runner and tests can wait for.
+Eventlet patches the standard library before anything else is imported, as `nameko run` does.
+"""
+import signal
+import warnings
+
+
+def _stop_before_start(signum, _frame):
+    # Asked to stop while still importing: nothing has started, so there is nothing to undo.
+    raise SystemExit(0)
+
+
+signal.signal(signal.SIGTERM, _stop_before_start)
+signal.signal(signal.SIGINT, _stop_before_start)
+
+# Eventlet's deprecation notice (nine lines per process on every start) tells us nothing new:
+# DESIGN.md fixes Nameko 2.14 on eventlet.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import logging  # noqa: E402
+import errno  # noqa: E402
+import logging.config  # noqa: E402
+import sys  # noqa: E402
+
+import yaml  # noqa: E402
+from nameko.cli.main import setup_yaml_parser  # noqa: E402
+from nameko.cli.run import is_entrypoint  # noqa: E402
+from nameko.runners import ServiceRunner  # noqa: E402
+
+log = logging.getLogger("tsunagi.launch")
+
+
+def services_in(module_name: str) -> list[type]:
+    module = importlib.import_module(module_name)
+    found = [cls for _, cls in inspect.getmembers(module, inspect.isclass)
+             if cls.__module__ == module_name and getattr(cls, "name", None)
+             and inspect.getmembers(cls, is_entrypoint)]
+    if not found:
+        raise SystemExit(f"no Nameko service class (with a `name` and entrypoints) is defined "
+                         f"in module {module_name!r}")
+    return found
+
+
+def main(argv=None) -> int:
+    from services.runner import NAMEKO_CONFIG
+
+    parser = argparse.ArgumentParser(prog="python -m services.cli._launch")
+    parser.add_argument("module")
+    parser.add_argument("--config", default=str(NAMEKO_CONFIG))
+    args = parser.parse_args(argv)
+    setup_yaml_parser()
+    with open(args.config) as f:
+        config = yaml.safe_load(f)
+    if "LOGGING" in config:
+        logging.config.dictConfig(config["LOGGING"])
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    services = services_in(args.module)
+    log.info("starting %s from %s", ", ".join(s.name for s in services), args.module)
+    run(services, config)
+    return 0
+
+
+def run(services: list[type], config: dict) -> None:
+    """nameko.cli.run.run, with stop requests held back until start-up has finished."""
+    runner = ServiceRunner(config)
+    for cls in services:
+        runner.add_service(cls)
+    state = {"started": False, "stop_requests": 0}
+
+    def request_stop():
+        state["stop_requests"] += 1
+        # Signal handlers run in the hub's loop and cannot block: stop in a greenthread.
+        eventlet.spawn_n(runner.stop if state["stop_requests"] == 1 else runner.kill)
+
+    def on_signal(signum, _frame):
+        if state["started"]:
+            request_stop()
+        else:
+            state["pending"] = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner.start()
+    state["started"] = True
+    log.info("ready: %s", ", ".join(s.name for s in services))
+    if state.get("pending"):
+        request_stop()
+    waiter = eventlet.spawn(runner.wait)
+    while True:
+        try:
+            waiter.wait()
+            return
+        except OSError as exc:   # a signal interrupted the hub's wait (see nameko.cli.run)
+            if exc.errno != errno.EINTR:
+                raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
