@@ -44,7 +44,7 @@ import json
 import re
 import unicodedata
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from contracts.errors import ValidationFailed
 from contracts.events import register
@@ -409,10 +409,22 @@ class MailOtpIssued(Schema):
         "description": "where the code was sent, masked (t***@example.jp)"})
 
 
+MSG_AUTHORIZABLE = "お取引の種類（type）は transfer または settings_change で指定してください。"
+
+
+def _authorizable(operation) -> bool:
+    # A new mail-password destination is confirmed through the Select E-mail routes, which
+    # apply it; authorizing it here would spend its code and change nothing.
+    if not isinstance(operation, dict) or operation.get("type") not in (TRANSFER, SETTINGS_CHANGE):
+        raise ValidationError(MSG_AUTHORIZABLE)
+    return True
+
+
 class AuthorizeRequest(_Strict):
     """``POST /api/v1/transactions/authorize``."""
-    operation = fields.Dict(required=True, error_messages={"required": REQUIRED, "null": NULL,
-                                                           "invalid": "オブジェクトで指定してください。"},
+    operation = fields.Dict(required=True, validate=_authorizable,
+                            error_messages={"required": REQUIRED, "null": NULL,
+                                            "invalid": "オブジェクトで指定してください。"},
                             metadata={"description": _OPERATION_DOC})
     confirmation_password = _str(max_len=128, metadata={"description": "確認用パスワード"})
     otp = _str(max_len=16, required=False, load_default=None, allow_none=True,

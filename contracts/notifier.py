@@ -5,8 +5,10 @@ Service name ``notifier``. Each mail is derived from one event and lives in its 
 ``mail-<mail_id>``: ``mail_queued`` → (``mail_deferred``)* → ``mail_sent`` | ``mail_failed``.
 ``mail_id`` is the source event's id when an event causes one mail (its Message-ID is
 ``<mail_id@…>``), so a redelivered event or a retry can never produce a second mail. The
-recipients and the template parameters (which may hold one-time codes) are personal fields,
-encrypted with the customer's data key.
+recipients and the template parameters are personal fields, encrypted with the customer's
+data key — or, for a mail notification password, with that code's own key, which otp_service
+destroys once the code is no longer valid (contracts.mail_otp): an unsent copy of a dead code
+can then neither be read nor sent (the attempt ends as ``mail_failed``, "withdrawn").
 
 Notification addresses (R-MAIL-4, R-MAIL-5), stream ``notifyaddr-<customer_number>``: the
 Select E-mail service's select addresses 1 and 2, each used or not (``enabled``) and chosen to

@@ -13,6 +13,7 @@ from gateway.openapi import OpenApiRoutes
 from gateway.routes_login import LoginRoutes
 from gateway.routes_migration import MigrationRoutes
 from gateway.routes_otp import OtpRoutes
+from gateway.routes_pc import PcRoutes
 from gateway.routes_telephony import TelephonyRoutes
 from gateway.sessions import SessionProvider
 from services.dependencies import Config, EventStoreProvider
@@ -24,6 +25,7 @@ class GatewayService(
     TelephonyRoutes,
     MigrationRoutes, LoginRoutes,
     OtpRoutes,
+    PcRoutes,
 ):
     name = "gateway"
 

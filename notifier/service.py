@@ -1,4 +1,11 @@
-"""The ``notifier`` Nameko service: mail delivery (DESIGN.md "Mail"; SPEC R-INI-5, R-MAIL-3).
+"""The ``notifier`` Nameko service: mail delivery (DESIGN.md "Mail"; SPEC R-INI-5, R-MAIL-1…5).
+
+Mails: 「トークン発行のご案内」 (``token_issued``), the mail notification password
+(``mail_otp_mail_requested``: registered address + select addresses chosen to receive it, or
+only a destination being confirmed), the 取引受付メール (``operation_authorized``) and the
+removal notice to a removed select address. The address book (registered address from
+identity's ``legacy_customer_imported``; select addresses, ``notifier.select_email``) decides
+the recipients.
 
 An event that causes mail is turned into ``MailOrder``s (``notifier.templates``); each order
 becomes one ``mail-<mail_id>`` stream whose first event, ``mail_queued``, is written in the same
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 
 from nameko.events import event_handler
 from nameko.rpc import rpc as nameko_rpc
@@ -24,14 +32,15 @@ from nameko.timer import Timer
 from contracts import notifier as contract
 from contracts.errors import ConcurrencyConflict, DomainError, NotFound
 from contracts.events import Metadata, RecordedEvent
-from notifier import outbox, projection, smtp, templates
+from notifier import addresses, addresses_projection, outbox, projection, smtp, templates
 from notifier.config import MailConfig
 from notifier.mail import TemplateError, mail_id_for, message_id_for, render
 from services.dependencies import Clock, EventStoreProvider, Logger
 from services.eventstore import NO_STREAM
-from services.handlers import handled_once
+from services.handlers import handled_once, handles
 from services.logging import mask_email
 from services.ping import PingMixin
+from notifier.select_email import SelectEmailMixin
 
 # A DomainError is an answer to the caller, not a failure of the service: logged as expected.
 rpc = nameko_rpc(expected_exceptions=(DomainError,))
@@ -71,7 +80,7 @@ def mails_from(source_service: str, event_type: str):
     return decorate
 
 
-class NotifierService(PingMixin):
+class NotifierService(SelectEmailMixin, PingMixin):
     name = contract.SERVICE
 
     store = EventStoreProvider()
@@ -85,6 +94,54 @@ class NotifierService(PingMixin):
     def on_token_issued(self, event: RecordedEvent, conn):
         """R-INI-5: 「トークン発行のご案内」 with Service ID and User ID, from otp-auth.net."""
         return self._queue(event, conn, templates.orders_for_token_issued(event))
+
+    @mails_from("otp_service", "mail_otp_mail_requested")
+    def on_mail_otp_mail_requested(self, event: RecordedEvent, conn):
+        """R-MAIL-1, R-MAIL-4, R-MAIL-5: the code, from otp-auth.net, to the registered address and
+        every used select address chosen to receive it — or only to the address being confirmed."""
+        d = event.data
+        subject = d.get("key_subject")
+        if not subject or self.store.keyring.data_key(conn, subject, create=False) is None:
+            # The code ended (superseded, used, expired) before it reached us: never send it.
+            self.log.info("mail_otp_withdrawn", issue_id=d.get("issue_id"))
+            return []
+        registered, book = addresses_projection.load(conn, d["customer_number"])
+        operation = d.get("operation") if isinstance(d.get("operation"), dict) else {}
+        recipients = addresses.mail_otp_recipients(registered, book, d.get("destination"), operation.get("address"))
+        if not recipients:
+            self.log.warning("mail_otp_without_recipient", issue_id=d.get("issue_id"),
+                             destination=d.get("destination"))
+            return []
+        return self._queue(event, conn, templates.orders_for_mail_otp(event, recipients))
+
+    @mails_from("otp_service", "operation_authorized")
+    def on_operation_authorized(self, event: RecordedEvent, conn):
+        """取引受付メール from am-bk.co.jp to the registered address and every used select address."""
+        d = event.data
+        registered, book = addresses_projection.load(conn, d["customer_number"])
+        operation = d.get("operation") if isinstance(d.get("operation"), dict) else {}
+        recipients = addresses.acceptance_recipients(registered, book, operation)
+        return self._queue(event, conn, templates.orders_for_operation_authorized(event, recipients))
+
+    @mails_from(contract.SERVICE, "select_address_removed")
+    def on_select_address_removed(self, event: RecordedEvent, conn):
+        """R-MAIL-4: the removed (or replaced) address is told that it no longer receives mail."""
+        return self._queue(event, conn, templates.orders_for_select_address_removed(event))
+
+    # -- the address book --------------------------------------------------------------------------
+
+    @handles("identity", "legacy_customer_imported")
+    def on_legacy_customer_imported(self, event: RecordedEvent, conn):
+        """The registered address (the legacy record's e-mail) — the notifier's own copy."""
+        number = event.data.get("customer_number") or event.stream_id
+        addresses_projection.set_registered(conn, number, event.data.get("email"))
+
+    @handles("eventstore", "subject_key_shredded")
+    def on_subject_key_shredded(self, event: RecordedEvent, conn):
+        """A shredded customer's addresses leave the address book too."""
+        subject = event.data.get("subject") or ""
+        if re.fullmatch(r"[0-9]{10}", subject):
+            addresses_projection.forget(conn, subject)
 
     # -- queuing ----------------------------------------------------------------------------------
 
@@ -108,7 +165,7 @@ class NotifierService(PingMixin):
             try:
                 with conn.transaction():     # savepoint: a concurrent queuer only costs this mail
                     version = self.store.append(stream, events, NO_STREAM, metadata,
-                                                subject=order.customer_number, conn=conn)
+                                                subject=order.subject or order.customer_number, conn=conn)
                     projection.project_all(conn, version, events)
             except ConcurrencyConflict:
                 continue
@@ -156,6 +213,11 @@ class NotifierService(PingMixin):
             template = templates.TEMPLATES.get(state.template)
             if template is None:
                 raise TemplateError(f"unknown template {state.template}")
+            if not isinstance(state.params, dict) or not all(isinstance(a, str) and "@" in a for a in state.to) \
+                    or not self._content_alive(state.params.get("key_subject")):
+                # Sealed under a key that is gone (a one-time code that ended, a shredded
+                # customer): the content is withdrawn, and must not be sent late.
+                raise TemplateError("withdrawn: the mail's content is no longer valid")
             message = render(template, state.params, to=state.to, sender=state.sender,
                              message_id=state.message_id, date=state.queued_at)
             smtp.send(message, envelope_from=state.sender["address"], recipients=state.to,
@@ -178,6 +240,15 @@ class NotifierService(PingMixin):
         log = self.log.warning if kind != contract.MAIL_SENT.name else self.log.info
         log(kind, mail_id=mail_id, template=state.template, attempt=state.attempts + 1, error=error,
             to=[mask_email(a) for a in state.to])
+
+    def _content_alive(self, subject) -> bool:
+        """A mail sealed under a one-time code's key: is that key still in the database? (The
+        keyring caches keys for a while; this asks the table itself.)"""
+        if not subject:
+            return True
+        with self.store.pool.connection() as conn:
+            return conn.execute("SELECT 1 FROM eventstore.subject_keys WHERE subject = %s",
+                                (subject,)).fetchone() is not None
 
     # -- for operators ------------------------------------------------------------------------------
 

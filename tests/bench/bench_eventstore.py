@@ -173,38 +173,46 @@ def paired_ratio(a: Contender, b: Contender) -> tuple[float, float, float]:
 # -- the benchmark -------------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, settings: Settings, quick: bool):
+    """Owns the databases, stores, peer applications and connections of one run."""
+
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self.quick = quick
-        tag = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        self.db_ours = f"tsunagi_bench_store_{tag}"
-        self.db_raw = f"tsunagi_bench_raw_{tag}"
-        self.db_peer = f"tsunagi_bench_peer_{tag}"
+        self.tag = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
         self.created: list[str] = []
-        self.store = None
-        self.peer_app = None
-        self.raw_url = ""
+        self.stores: list = []
+        self.apps: list = []
+        self.Aggregate, self.App = _peer_classes()
 
     # set-up / tear-down
 
-    def setup(self) -> None:
-        quiet = lambda *_: None  # noqa: E731
-        for name in (self.db_ours, self.db_raw, self.db_peer):
-            db.setup(self.settings, name, log=quiet)
-            self.created.append(name)
-        with psycopg.connect(db.admin_url_for(self.settings, self.db_raw), autocommit=True) as c:
-            c.execute(RAW_TABLE)
-        self.raw_url = db.url_for(self.settings.database_url, self.db_raw)
-        self.store = open_store(self.settings, database_url=db.url_for(self.settings.database_url,
-                                                                        self.db_ours), max_size=8)
-        TransferLimit, BenchApp = _peer_classes()
-        self.Aggregate = TransferLimit
+    def database(self, label: str) -> str:
+        """A fresh database of its own (schema applied by services.db.setup)."""
+        name = f"tsunagi_bench_{label}_{self.tag}"
+        self.created.append(name)
+        db.setup(self.settings, name, log=lambda *_: None)
+        return name
+
+    def teardown(self) -> None:
+        for store in self.stores:
+            store.pool.close()
+        for app in self.apps:
+            app.close()
+        for name in self.created:
+            db.drop_database(self.settings, name)
+
+    def open_store(self, label: str, max_size: int):
+        url = db.url_for(self.settings.database_url, self.database(label))
+        store = open_store(self.settings, database_url=url, max_size=max_size)
+        self.stores.append(store)
+        return store
+
+    def open_peer(self, label: str):
         admin = conninfo_to_dict(self.settings.admin_database_url)
-        # The peer's own documented set-up: its PostgreSQL persistence module, configured
-        # through environment variables; it creates its own table in the `public` schema.
-        self.peer_app = BenchApp(env={
+        # The peer's own documented set-up: its PostgreSQL persistence module configured by
+        # environment variables; it creates its table in `public`, hence the owner role.
+        app = self.App(env={
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": self.db_peer,
+            "POSTGRES_DBNAME": self.database(label),
             "POSTGRES_HOST": admin.get("host", "127.0.0.1"),
             "POSTGRES_PORT": str(admin.get("port", "5432")),
             "POSTGRES_USER": admin.get("user", "postgres"),
@@ -212,105 +220,102 @@ class Bench:
             "POSTGRES_POOL_SIZE": "5",
             "POSTGRES_MAX_OVERFLOW": "4",
         })
+        self.apps.append(app)
+        return app
 
-    def teardown(self) -> None:
-        if self.store is not None:
-            self.store.pool.close()
-        if self.peer_app is not None:
-            self.peer_app.close()
-        for name in self.created:
-            db.drop_database(self.settings, name)
+    # writers: each returns run(seconds) -> events/s
 
-    # writers
+    def raw(self, writers: int) -> Callable[[float], float]:
+        name = self.database(f"raw{writers}")
+        with psycopg.connect(db.admin_url_for(self.settings, name), autocommit=True) as c:
+            c.execute(RAW_TABLE)
+        url = db.url_for(self.settings.database_url, name)
+        meta = Jsonb(METADATA.as_dict())
 
-    def raw_ops(self, writers: int) -> list[Op]:
-        def make() -> Op:
-            conn = psycopg.connect(self.raw_url, autocommit=True)
-            self._raw_conns.append(conn)
-            stream = f"bench-{uuid.uuid4().hex}"
-            meta = Jsonb(METADATA.as_dict())
-            version = [0]
-
-            def op() -> int:
-                version[0] += 1
-                conn.execute(RAW_INSERT, (uuid.uuid4(), stream, version[0], EVENT_TYPE, 1,
-                                          Jsonb(PAYLOAD), meta))
-                return 1
-            return op
-        return [make() for _ in range(writers)]
-
-    def run_raw(self, writers: int) -> Callable[[float], float]:
         def run(seconds: float) -> float:
-            self._raw_conns: list[psycopg.Connection] = []
+            conns: list[psycopg.Connection] = []
+
+            def make_ops(n: int) -> list[Op]:
+                def make() -> Op:
+                    conn = psycopg.connect(url, autocommit=True)
+                    conns.append(conn)
+                    stream, version = f"bench-{uuid.uuid4().hex}", [0]
+
+                    def op() -> int:
+                        version[0] += 1
+                        conn.execute(RAW_INSERT, (uuid.uuid4(), stream, version[0], EVENT_TYPE, 1,
+                                                  Jsonb(PAYLOAD), meta))
+                        return 1
+                    return op
+                return [make() for _ in range(n)]
             try:
-                return drive(self.raw_ops, writers, seconds)
+                return drive(make_ops, writers, seconds)
             finally:
-                for c in self._raw_conns:
+                for c in conns:
                     c.close()
         return run
 
-    def store_ops(self, batch: int) -> Callable[[int], list[Op]]:
-        store = self.store
+    def ours(self, writers: int, batch: int = 1, store=None) -> Callable[[float], float]:
+        label = f"store{writers}" if batch == 1 else f"store_batch{batch}"
+        store = store or self.open_store(label, max_size=writers + 2)
 
-        def make_ops(writers: int) -> list[Op]:
+        def make_ops(n: int) -> list[Op]:
             def make() -> Op:
-                stream = f"bench-{uuid.uuid4().hex}"
-                version = [0]
+                stream, version = f"bench-{uuid.uuid4().hex}", [0]
 
                 def op() -> int:
                     events = [NewEvent(EVENT_TYPE, PAYLOAD) for _ in range(batch)]
                     version[0] = store.append(stream, events, version[0], METADATA)
                     return batch
                 return op
-            return [make() for _ in range(writers)]
-        return make_ops
+            return [make() for _ in range(n)]
+        run = lambda seconds: drive(make_ops, writers, seconds)  # noqa: E731
+        run.store = store
+        return run
 
-    def run_store(self, writers: int, batch: int = 1) -> Callable[[float], float]:
-        return lambda seconds: drive(self.store_ops(batch), writers, seconds)
+    def peer(self, writers: int) -> Callable[[float], float]:
+        app, Agg = self.open_peer(f"peer{writers}"), self.Aggregate
 
-    def peer_ops(self, writers: int) -> list[Op]:
-        app, Agg = self.peer_app, self.Aggregate
+        def make_ops(n: int) -> list[Op]:
+            def make() -> Op:
+                agg = Agg(PAYLOAD["customer_number"])
+                app.save(agg)          # the aggregate exists before the clock starts
 
-        def make() -> Op:
-            agg = Agg(PAYLOAD["customer_number"])
-            app.save(agg)          # the aggregate exists before the clock starts
-
-            def op() -> int:
-                agg.change(**PAYLOAD)
-                app.save(agg)
-                return 1
-            return op
-        return [make() for _ in range(writers)]
-
-    def run_peer(self, writers: int) -> Callable[[float], float]:
-        return lambda seconds: drive(self.peer_ops, writers, seconds)
+                def op() -> int:
+                    agg.change(**PAYLOAD)
+                    app.save(agg)
+                    return 1
+                return op
+            return [make() for _ in range(n)]
+        run = lambda seconds: drive(make_ops, writers, seconds)  # noqa: E731
+        run.app = app
+        return run
 
     # readers
 
-    def fill(self, want: int) -> tuple[int, float]:
-        """Top both logs up to ``want`` events; seal ours. Returns (sealed, seal rate/s)."""
-        with self.store.pool.connection() as c:
+    def fill_and_seal(self, store, app, want: int) -> tuple[int, float]:
+        """Top both logs up to ``want`` events, then seal ours. Returns (sealed, seal rate/s)."""
+        with store.pool.connection() as c:
             have = c.execute("SELECT count(*) FROM eventstore.events").fetchone()[0]
         stream, version = f"bench-{uuid.uuid4().hex}", 0
         while have < want:
-            version = self.store.append(stream, [NewEvent(EVENT_TYPE, PAYLOAD)
-                                                 for _ in range(BATCH)], version, METADATA)
+            version = store.append(stream, [NewEvent(EVENT_TYPE, PAYLOAD) for _ in range(BATCH)],
+                                   version, METADATA)
             have += BATCH
-        peer_have = self.peer_app.recorder.max_notification_id() or 0
+        peer_have = app.recorder.max_notification_id() or 0
         agg = self.Aggregate(PAYLOAD["customer_number"])
         while peer_have < want:
             for _ in range(BATCH):
                 agg.change(**PAYLOAD)
-            self.peer_app.save(agg)
+            app.save(agg)
             peer_have += BATCH
-        # Seal everything written (the relay's sealer does this continuously in production).
+        # Seal everything written (in production the relay's sealer does this continuously).
         started = time.perf_counter()
-        sealed = self.store.seal_all(timeout=600)
+        sealed = store.seal_all(timeout=600)
         return sealed, sealed / (time.perf_counter() - started)
 
-    def run_read_ours(self, events: int) -> Callable[[float], float]:
-        store = self.store
-
+    @staticmethod
+    def read_ours(store, events: int) -> Callable[[float], float]:
         def run(_seconds: float) -> float:
             started, after, n = time.perf_counter(), 0, 0
             while n < events:
@@ -322,9 +327,8 @@ class Bench:
             return n / (time.perf_counter() - started)
         return run
 
-    def run_read_peer(self, events: int) -> Callable[[float], float]:
-        app = self.peer_app
-
+    @staticmethod
+    def read_peer(app, events: int) -> Callable[[float], float]:
         def run(_seconds: float) -> float:
             started, start, n = time.perf_counter(), 1, 0
             decode = app.mapper.to_domain_event
@@ -339,14 +343,17 @@ class Bench:
         return run
 
 
-def compare_wait_functions(bench: Bench, rounds: int, seconds: float) -> list[Contender]:
+def compare_wait_functions(stores: dict[int, object], bench: Bench, rounds: int,
+                           seconds: float) -> list[Contender]:
     """Our store with psycopg's C wait function against `wait_selector`, alternated."""
     def with_wait(func, writers):
+        inner = bench.ours(writers, store=stores[writers])
+
         def run(s: float) -> float:
             saved = waiting.wait
             waiting.wait = func
             try:
-                return bench.run_store(writers)(s)
+                return inner(s)
             finally:
                 waiting.wait = saved
         return run
@@ -365,7 +372,8 @@ def report(cs: dict[str, Contender], seal: tuple[int, float], read_events: int,
                       ("× raw 1 writer", "right")):
         figures.add_column(col, justify=just)
     raw1 = cs["raw1"]
-    for c in cs.values():
+    shown = ("raw1", "raw4", "ours1", "ours4", "batch", "peer1", "peer4", "read_ours", "read_peer")
+    for c in (cs[k] for k in shown):
         ratio = (paired_ratio(c, raw1)[0] if c.unit == "events/s" and "read" not in c.key
                  else None)
         figures.add_row(c.label, str(c.writers), f"{c.median:,.0f}", c.unit,
@@ -418,40 +426,50 @@ def report(cs: dict[str, Contender], seal: tuple[int, float], read_events: int,
 
 def main(args) -> list[tuple[str, bool]]:
     quick = bool(getattr(args, "quick", False))
-    rounds, seconds = (3, 0.8) if quick else (5, 2.5)
+    # Many short rounds pair the contenders more tightly in time than a few long ones.
+    rounds, seconds = (4, 0.5) if quick else (12, 1.0)
     read_events = 5_000 if quick else 20_000
-    read_rounds = 3 if quick else 7
+    read_rounds = 3 if quick else 9
     params = (f"{rounds} rounds × {seconds:g} s per contender, "
               f"psycopg wait function {os.environ.get('PSYCOPG_WAIT_FUNC', 'default')}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
-    bench = Bench(Settings(), quick)
+    bench = Bench(Settings())
     try:
-        bench.setup()
+        console.print(f"[bold]set-up[/bold]: one fresh database per contender")
+        ours1, ours4 = bench.ours(1), bench.ours(4)
+        peer1 = bench.peer(1)
+        # The order rotates every round; neighbours stay neighbours, so each target's pair
+        # (ours1/raw1, ours1/peer1, ours4/raw1, batch/raw1) runs close together in time.
         writers = [
-            Contender("raw1", "raw INSERT, 1 row per transaction", 1, "events/s", bench.run_raw(1)),
-            Contender("raw4", "raw INSERT, 1 row per transaction", 4, "events/s", bench.run_raw(4)),
-            Contender("ours1", "our append, 1 event per transaction", 1, "events/s",
-                      bench.run_store(1)),
-            Contender("ours4", "our append, 1 event per transaction", 4, "events/s",
-                      bench.run_store(4)),
-            Contender("batch", f"our append, {BATCH} events per transaction", 1, "events/s",
-                      bench.run_store(1, BATCH)),
             Contender("peer1", "eventsourcing save, 1 event per transaction", 1, "events/s",
-                      bench.run_peer(1)),
+                      peer1),
+            Contender("ours1", "our append, 1 event per transaction", 1, "events/s", ours1),
+            Contender("raw1", "raw INSERT, 1 row per transaction", 1, "events/s", bench.raw(1)),
+            Contender("ours4", "our append, 1 event per transaction", 4, "events/s", ours4),
+            Contender("batch", f"our append, {BATCH} events per transaction", 1, "events/s",
+                      bench.ours(1, BATCH)),
+            Contender("raw4", "raw INSERT, 1 row per transaction", 4, "events/s", bench.raw(4)),
             Contender("peer4", "eventsourcing save, 1 event per transaction", 4, "events/s",
-                      bench.run_peer(4)),
+                      bench.peer(4)),
         ]
+        # Warm-up (not counted): connections opened, statements prepared, caches filled.
+        for c in writers:
+            c.run(0.3)
         console.print(f"[bold]writing[/bold]: {params}")
         run_rounds(writers, rounds, seconds, "write")
-        seal = bench.fill(read_events)
+        # Reads use the 1-writer databases, topped up to the same number of events.
+        seal = bench.fill_and_seal(ours1.store, peer1.app, read_events)
         readers = [
             Contender("read_ours", f"our read_all → RecordedEvent (pages of {PAGE})", 1,
-                      "events/s", bench.run_read_ours(read_events)),
+                      "events/s", bench.read_ours(ours1.store, read_events)),
             Contender("read_peer", f"eventsourcing notification log → domain events "
-                      f"(pages of {PAGE})", 1, "events/s", bench.run_read_peer(read_events)),
+                      f"(pages of {PAGE})", 1, "events/s", bench.read_peer(peer1.app, read_events)),
         ]
+        for c in readers:
+            c.run(0)
         run_rounds(readers, read_rounds, 0, f"read {read_events:,}")
-        waits = [] if quick else compare_wait_functions(bench, 3, 1.5)
+        waits = ([] if quick else
+                 compare_wait_functions({1: ours1.store, 4: ours4.store}, bench, 3, 1.5))
         cs = {c.key: c for c in writers + readers}
         outcome = report(cs, seal, read_events, waits, params)
         load = os.getloadavg()[0]

@@ -405,7 +405,7 @@ def test_personal_fields_encrypted_then_shredded(store):
     """R-PLT-2 with crypto-shredding: e-mail and name are stored encrypted; after the subject's key is destroyed
     they read as redacted, other fields are intact, and the chain still verifies."""
     subject, other = unique("c"), unique("c")
-    stream, other_stream = f"customer-{subject}", f"customer-{other}"
+    stream, other_stream = f"person-{subject}", f"person-{other}"
     store.append(stream, [_person()], NO_STREAM, META)
     store.append(other_stream, [_person("hanako@example.jp", "佐藤花子")], NO_STREAM, META)
 
@@ -435,7 +435,7 @@ def test_key_of_a_rolled_back_transaction_is_not_reused(store):
     """A subject's first event appended in a transaction that rolls back must not leave its
     (never committed) data key in the cache: later events would be unreadable."""
     subject = unique("c")
-    stream = f"customer-{subject}"
+    stream = f"person-{subject}"
     with pytest.raises(ZeroDivisionError):
         with store.transaction() as conn:
             store.append(stream, [_person()], NO_STREAM, META, conn=conn)
@@ -447,16 +447,18 @@ def test_key_of_a_rolled_back_transaction_is_not_reused(store):
     assert e.data["email"] == EMAIL
 
 
-def test_rotated_master_key_still_opens_old_data(store, settings):
-    """FIELD_KEYS "new:…,old:…": data keys wrapped under the old master still unwrap."""
+def test_rotated_master_key_still_opens_old_data(scratch_store, settings):
+    """FIELD_KEYS "new:…,old:…": data keys wrapped under the old master still unwrap.
+    (A scratch database: keys under a master the session does not configure stay out of it.)"""
+    store = scratch_store
     subject = unique("c")
-    store.append(f"customer-{subject}", [_person()], NO_STREAM, META)
+    store.append(f"person-{subject}", [_person()], NO_STREAM, META)
     rotated = EventStore(store.pool, KeyRing(crypto.MasterKeys(
         "new2025:" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVpBQkNERUY=," + settings.field_keys)))
-    (e,) = rotated.read_stream(f"customer-{subject}")
+    (e,) = rotated.read_stream(f"person-{subject}")
     assert e.data["email"] == EMAIL
     fresh = unique("c")
-    rotated.append(f"customer-{fresh}", [_person()], NO_STREAM, META)
+    rotated.append(f"person-{fresh}", [_person()], NO_STREAM, META)
     with store.pool.connection() as c:
         kid = c.execute("SELECT master_kid FROM eventstore.subject_keys WHERE subject = %s",
                         (fresh,)).fetchone()[0]

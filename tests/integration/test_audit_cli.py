@@ -1,0 +1,214 @@
+"""Auditor commands of `tsunagi` (issue 6, R-PLT-4): signed checkpoints of the log's head.
+
+`verify --checkpoint` signs the head; `verify --against FILE` proves the log still extends it,
+so a cut tail (rows deleted at the end, leaving a shorter but consistent chain) is caught.
+Tampering is done as the superuser with the append-only triggers off, on a scratch database.
+"""
+from __future__ import annotations
+
+import json
+
+import psycopg
+
+from services import db
+from tests.integration.test_cli import _append_and_seal, tsunagi
+
+KEY = {"AUDIT_CHECKPOINT_KEY": "0123456789abcdef0123456789abcdef"}
+
+
+def _checkpoint(scratch_db: str, tmp_path, name="head.json", *, as_json=False):
+    args = ["verify", "--checkpoint"] + (["--json"] if as_json else [])
+    result = tsunagi(*args, env={"DATABASE_URL": scratch_db, **KEY})
+    assert result.returncode == 0, result.stdout + result.stderr
+    path = tmp_path / name
+    path.write_text(result.stdout)
+    return path, json.loads(result.stdout)
+
+
+def _cut_tail(settings, scratch_db: str, keep: int) -> None:
+    with psycopg.connect(db.admin_url_for(settings, db.dbname_of(scratch_db)), autocommit=True) as c:
+        c.execute("SET session_replication_role = replica")
+        seqs = [r[0] for r in c.execute("SELECT event_seq FROM eventstore.log WHERE global_position > %s",
+                                        (keep,))]
+        c.execute("DELETE FROM eventstore.log WHERE global_position > %s", (keep,))
+        c.execute("DELETE FROM eventstore.events WHERE id = ANY(%s)", (seqs,))
+
+
+def test_checkpoint_is_signed_and_a_longer_log_extends_it_R_PLT_4(settings, scratch_db, scratch_store, tmp_path):
+    _append_and_seal(scratch_store, 4)
+    path, head = _checkpoint(scratch_db, tmp_path)
+    assert head["position"] == 4 and len(head["link"]) == 64 and head["alg"] == "HMAC-SHA256"
+    _append_and_seal(scratch_store, 3)
+    result = tsunagi("verify", "--against", str(path), "--json", env={"DATABASE_URL": scratch_db, **KEY})
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    assert out["ok"] is True and out["head_position"] == 7
+    assert out["against"] == {"position": 4, "link": head["link"], "extends": True, "reason": None}
+    # The --json form of the checkpoint is accepted as well.
+    path2, _ = _checkpoint(scratch_db, tmp_path, "head2.json", as_json=True)
+    assert tsunagi("verify", "--against", str(path2), env={"DATABASE_URL": scratch_db, **KEY}).returncode == 0
+
+
+def test_cut_tail_passes_plain_verify_but_fails_against_checkpoint_R_PLT_4(settings, scratch_db, scratch_store, tmp_path):
+    _append_and_seal(scratch_store, 6)
+    path, _ = _checkpoint(scratch_db, tmp_path)
+    _cut_tail(settings, scratch_db, keep=4)
+    # The shorter chain is internally consistent: verify alone cannot tell.
+    assert tsunagi("verify", env={"DATABASE_URL": scratch_db}).returncode == 0
+    text = tsunagi("verify", "--against", str(path), env={"DATABASE_URL": scratch_db, **KEY})
+    assert text.returncode == 1
+    assert "checkpoint NOT extended" in text.stdout and "tail cut" in text.stdout
+    out = json.loads(tsunagi("verify", "--against", str(path), "--json",
+                             env={"DATABASE_URL": scratch_db, **KEY}).stdout)
+    assert out["ok"] is False and out["against"]["extends"] is False
+
+
+def test_rewritten_tail_fails_against_checkpoint_R_PLT_4(settings, scratch_db, scratch_store, tmp_path):
+    _append_and_seal(scratch_store, 5)
+    path, _ = _checkpoint(scratch_db, tmp_path)
+    _cut_tail(settings, scratch_db, keep=3)
+    _append_and_seal(scratch_store, 4)        # new events sealed at positions 4.. with new links
+    out = tsunagi("verify", "--against", str(path), "--json", env={"DATABASE_URL": scratch_db, **KEY})
+    assert out.returncode == 1
+    assert "rewritten" in json.loads(out.stdout)["against"]["reason"]
+
+
+def test_edited_checkpoint_or_wrong_key_is_refused(settings, scratch_db, scratch_store, tmp_path):
+    _append_and_seal(scratch_store, 3)
+    path, head = _checkpoint(scratch_db, tmp_path)
+    wrong = tsunagi("verify", "--against", str(path),
+                    env={"DATABASE_URL": scratch_db, "AUDIT_CHECKPOINT_KEY": "another key"})
+    assert wrong.returncode == 1 and "signature does not match" in wrong.stderr
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps({**head, "position": 2}))
+    assert tsunagi("verify", "--against", str(edited), env={"DATABASE_URL": scratch_db, **KEY}).returncode == 1
+    no_key = tsunagi("verify", "--checkpoint", env={"DATABASE_URL": scratch_db, "AUDIT_CHECKPOINT_KEY": ""})
+    assert no_key.returncode == 2 and "AUDIT_CHECKPOINT_KEY" in no_key.stderr
+
+
+# -- audit events / journey (auditor role, R-PLT-4) ------------------------------------------
+
+import csv as _csv  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import uuid  # noqa: E402
+
+import pytest  # noqa: E402
+
+from contracts.events import Actor, Metadata, NewEvent, register  # noqa: E402
+from services.eventstore import ANY  # noqa: E402
+from tests.conftest import unique  # noqa: E402
+
+register("audit_test_contacted", "test", personal_fields=("email",),
+         description="Test only: an event with a personal field.")
+
+
+@pytest.fixture(scope="module")
+def journey(store):
+    """Two customers' events spread over several services' streams, sealed in the session DB."""
+    number = str(uuid.uuid4().int)[:10]
+    other = str(uuid.uuid4().int)[:10]
+    corr = unique("corr")
+    op = Metadata(actor=Actor("operator", unique("op")), correlation_id=corr, service="test", reason="paper form")
+    cust = Metadata(actor=Actor("customer", number), correlation_id=unique("c"), service="test")
+    plan = [  # (stream, type, data, metadata) in the order they are appended (= global order)
+        (f"customer-{number}", "audit_test_imported", {"customer_number": number}, cust),
+        (f"customer-{other}", "audit_test_imported", {"customer_number": other}, cust),
+        (f"secretq-{number}", "audit_test_questions", {"question_ids": [1, 2, 3]}, cust),
+        (f"otpapp-{uuid.uuid4()}", "audit_test_applied", {"customer_number": number}, cust),
+        (f"mail-{uuid.uuid4()}", "audit_test_contacted",
+         {"customer_number": number, "email": "taro@example.jp"}, cust),
+        (f"phoneverif-{uuid.uuid4()}", "audit_test_called", {"customer_number": other}, cust),
+        (f"customer-{number}", "audit_test_unlocked", {"customer_number": number}, op),
+    ]
+    for stream, etype, data, meta in plan:
+        store.append(stream, [NewEvent(etype, data)], ANY, meta, subject=number)
+        store.seal_all()
+    return {"number": number, "other": other, "plan": plan, "operator": op.actor.id, "corr": corr}
+
+
+def _jsonl(*args, env=None):
+    result = tsunagi("audit", *args, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_journey_lists_one_customers_events_across_services_in_global_order_R_PLT_4(journey):
+    rows = _jsonl("journey", journey["number"], "--json")
+    mine = [p for p in journey["plan"] if p[0].endswith(journey["number"])
+            or p[2].get("customer_number") == journey["number"]]
+    assert [(r["stream_name"], r["event_type"]) for r in rows] == [(p[0], p[1]) for p in mine]
+    positions = [r["global_position"] for r in rows]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    # Personal fields are ciphertext in the log and shown masked.
+    contacted = next(r for r in rows if r["event_type"] == "audit_test_contacted")
+    assert contacted["data"]["email"] == "***"
+    assert "taro" not in json.dumps(rows)
+
+
+@pytest.mark.parametrize("args, expected_types", [
+    (["--category", "otpapp"], ["audit_test_applied"]),
+    (["--category", "mail", "--category", "secretq"], ["audit_test_questions", "audit_test_contacted"]),
+    (["--type", "audit_test_unlocked"], ["audit_test_unlocked"]),
+])
+def test_events_filters_by_category_and_type(journey, args, expected_types):
+    rows = _jsonl("events", "--customer", journey["number"], *args, "--json")
+    assert [r["event_type"] for r in rows] == expected_types
+
+
+def test_events_filters_by_stream_actor_correlation_and_time(journey):
+    number, op = journey["number"], journey["operator"]
+    by_stream = _jsonl("events", "--stream", f"customer-{number}", "--json")
+    assert [r["event_type"] for r in by_stream] == ["audit_test_imported", "audit_test_unlocked"]
+    by_actor = _jsonl("events", "--actor", f"operator:{op}", "--json")
+    assert [r["event_type"] for r in by_actor] == ["audit_test_unlocked"]
+    assert _jsonl("events", "--actor", f"customer:{op}", "--json") == []
+    by_corr = _jsonl("events", "--correlation-id", journey["corr"], "--json")
+    assert [r["stream_name"] for r in by_corr] == [f"customer-{number}"]
+    all_rows = _jsonl("journey", number, "--json")
+    cut = all_rows[2]["recorded_at"]
+    since = _jsonl("journey", number, "--since", cut, "--json")
+    until = _jsonl("journey", number, "--until", cut, "--json")
+    assert since == all_rows[2:] and until == all_rows[:2]
+
+
+def test_keyset_paging_and_csv_and_table_output(journey):
+    number = journey["number"]
+    everything = _jsonl("journey", number, "--json")
+    page1 = _jsonl("journey", number, "--limit", "2", "--json")
+    page2 = _jsonl("journey", number, "--after", str(page1[-1]["global_position"]), "--limit", "2", "--json")
+    assert page1 + page2 == everything[:4]
+    text = tsunagi("audit", "events", "--customer", number, "--format", "csv")
+    rows = list(_csv.DictReader(io.StringIO(text.stdout)))
+    assert [int(r["global_position"]) for r in rows] == [r["global_position"] for r in everything]
+    table = tsunagi("audit", "journey", number)
+    assert table.returncode == 0 and "audit_test_unlocked" in table.stdout
+    assert f"{len(everything)} events" in table.stderr
+
+
+def test_reveal_needs_an_auditor_and_is_itself_recorded_R_PLT_4(journey):
+    number = journey["number"]
+    refused = tsunagi("audit", "journey", number, "--reveal")
+    assert refused.returncode == 2 and "--auditor" in refused.stderr
+    auditor = unique("auditor")
+    rows = _jsonl("journey", number, "--reveal", "--auditor", auditor, "--reason", "case 42", "--json")
+    contacted = next(r for r in rows if r["event_type"] == "audit_test_contacted")
+    assert contacted["data"]["email"] == "taro@example.jp"
+    recorded = _jsonl("events", "--type", "audit_reveal", "--actor", f"auditor:{auditor}", "--json")
+    assert len(recorded) == 1
+    assert recorded[0]["data"]["command"] == "journey"
+    assert recorded[0]["data"]["filters"]["customer"] == number
+    assert recorded[0]["data"]["reason"] == "case 42"
+
+
+def test_auditor_connection_used_by_the_cli_cannot_write(journey):
+    """Issue 6 item 6: the audit commands' role is read-only (see also test_audit_role.py)."""
+    url = os.environ["AUDITOR_DATABASE_URL"]
+    with psycopg.connect(url, autocommit=True) as c:
+        assert c.execute("SELECT current_user").fetchone()[0] == "auditor"
+        c.execute("SET default_transaction_read_only = off")   # the privileges alone must refuse
+        for statement in ("DELETE FROM audit.events",
+                          "INSERT INTO eventstore.events (event_id, stream_name, stream_version, "
+                          "event_type, data) VALUES (gen_random_uuid(), 'x-1', 1, 't', '{}')"):
+            with pytest.raises(psycopg.errors.Error):
+                c.execute(statement)
