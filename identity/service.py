@@ -131,6 +131,7 @@ class IdentityService(ping.PingMixin):
     clock = Clock()
     settings = IdentityConfig()
     secret_questions = RpcProxy("secret_questions")
+    otp_service = RpcProxy("otp_service")
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -182,19 +183,39 @@ class IdentityService(ping.PingMixin):
 
     # -- hooks for the OTP issue (issue 4) ---------------------------------------------------
 
+    def _otp(self, method: str, *args):
+        # Fail closed: without an answer from otp_service a login cannot skip the OTP (R-INI-9).
+        try:
+            return rpc_call(getattr(self.otp_service, method), *args, timeout=self.settings.rpc_timeout)
+        except UnknownService:
+            raise Unavailable(service="otp_service") from None
+
     def otp_token_active(self, customer_number: str) -> bool:
-        """OTP hook: does the customer have an active OTP token? Then login needs the OTP.
-        Until the OTP service exists nobody has one (ask ``otp_service`` by RPC here)."""
-        return False
+        """OTP hook: does the customer have an active OTP token? Then login needs the OTP (R-INI-9)."""
+        return self._otp("has_active_token", customer_number) is True
 
     def otp_code_valid(self, customer_number: str, otp: str | None) -> bool:
-        """OTP hook: verify a login OTP with the OTP service (it counts its own failures)."""
-        return False
+        """OTP hook: verify a login OTP with the OTP service (it counts its own failures and
+        refuses a replayed code). Any refusal (wrong, replayed, malformed, locked) is False."""
+        if not otp:
+            return False
+        try:
+            answer = self._otp("verify_otp", customer_number, otp, "login")
+        except (Unavailable, ConcurrencyConflict):
+            raise
+        except DomainError:
+            return False
+        return bool(isinstance(answer, dict) and answer.get("ok") is True)
+
+    def otp_progress(self, customer_number: str) -> str:
+        """The customer's OTP stage from otp_service: none | awaiting_call | issued | active."""
+        answer = self._otp("progress", customer_number)
+        return answer.get("stage", "none") if isinstance(answer, dict) else "none"
 
     def otp_application_done(self, customer_number: str) -> bool:
-        """OTP hook: has the customer finished the OTP application (steps 5–9)? Until then
-        ``next_step`` after the password change is ``otp_application``."""
-        return False
+        """OTP hook: has the customer finished the OTP application (steps 5–9), i.e. activated
+        a token? Until then ``next_step`` after the password change is ``otp_application``."""
+        return self.otp_token_active(customer_number)
 
     # -- shadow counters (login IDs without the credential) ------------------------------------
 
@@ -293,9 +314,13 @@ class IdentityService(ping.PingMixin):
         if not state.exists:
             raise NotFound(msg.CUSTOMER_NOT_FOUND, "customer_not_found")
         registered = True if state.migrated else self._secret_questions_registered(number)
-        otp_done = self.otp_application_done(number) if state.migrated else False
-        return {"next_step": agg.next_step(state, registered, otp_done),
-                "steps": agg.steps(state, registered, otp_done)}
+        stage = self.otp_progress(number) if state.migrated else "none"
+        otp_done = stage == "active"
+        next_step = agg.next_step(state, registered, otp_done)
+        # After the application: waiting for the call, then the mailed token to activate.
+        if next_step == "otp_application" and stage in ("awaiting_call", "issued"):
+            next_step = {"awaiting_call": "otp_awaiting_call", "issued": "otp_activation"}[stage]
+        return {"next_step": next_step, "steps": agg.steps(state, registered, otp_done)}
 
     @expected
     def change_passwords(self, customer_number=None, body=None):

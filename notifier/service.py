@@ -37,7 +37,7 @@ from notifier.config import MailConfig
 from notifier.mail import TemplateError, mail_id_for, message_id_for, render
 from services.dependencies import Clock, EventStoreProvider, Logger
 from services.eventstore import NO_STREAM
-from services.handlers import handled_once, handles
+from services.handlers import decode, handled_once, handles
 from services.logging import mask_email
 from services.ping import PingMixin
 from notifier.select_email import SelectEmailMixin
@@ -66,7 +66,7 @@ def mails_from(source_service: str, event_type: str):
     def decorate(method):
         @functools.wraps(method)
         def wrapper(self, body):
-            event = RecordedEvent.from_message(body)
+            event = decode(body, self.store)
             ran, mail_ids = handled_once(self.store, f"{self.name}.{method.__name__}", event,
                                          lambda conn: method(self, event, conn))
             if not ran:

@@ -122,7 +122,7 @@ class OtpService(MailOtpMixin, PingMixin):
         """The E.164 number the customer will call from; a customer without one is sent to
         the branch (R-INI-3: 認証可能な電話番号が表示されない場合は、銀行窓口で…変更が必要)."""
         try:
-            phone = rpc_call(self.identity.registered_phone, number, phone_id)
+            phone = rpc_call(self.identity.phone, number, phone_id)
         except NotFound:
             if not rpc_call(self.identity.phones, number):
                 raise Conflict(domain.MSG_NO_CALLABLE_PHONE, domain.CODE_NO_CALLABLE_PHONE) from None
@@ -342,6 +342,25 @@ class OtpService(MailOtpMixin, PingMixin):
             raise ConcurrencyConflict(stream=stream)
         domain.raise_otp_outcome(events, settings.lock_threshold)
         return serial
+
+    @rpc
+    def progress(self, customer_number):
+        """Where the customer stands in the OTP application (identity's migration_status asks):
+        ``active`` (a token is activated), ``issued`` (token mailed, not yet activated),
+        ``awaiting_call`` (an application waits for the call) or ``none``."""
+        number = _customer_number(customer_number)
+        now = self.clock.now()
+        with self.store.pool.connection() as conn:
+            if projection.active_token(conn, number) is not None:
+                return {"stage": "active"}
+            rows = conn.execute(
+                "SELECT status, expires_at FROM otp.applications WHERE customer_number = %s "
+                "AND status IN ('awaiting_call', 'verified', 'issued')", (number,)).fetchall()
+        if any(r[0] == contract.ISSUED for r in rows):
+            return {"stage": "issued"}
+        if any(domain.in_flight(r[0], r[1], now, self.cfg.settings.grace) for r in rows):
+            return {"stage": "awaiting_call"}
+        return {"stage": "none"}
 
     @rpc
     def has_active_token(self, customer_number):

@@ -9,6 +9,7 @@ database restarting) is retried here a few times before the error is logged and 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 
@@ -39,10 +40,15 @@ def handled_once(store, handler: str, event: RecordedEvent, effect):
         return True, effect(conn)
 
 
-def decode(body) -> RecordedEvent:
-    """The relay's message body as a RecordedEvent, upcast to the registered schema version
-    (a message published before an upgrade may still carry an older version)."""
+def decode(body, store=None) -> RecordedEvent:
+    """The relay's message body as a RecordedEvent: personal fields opened with ``store``'s
+    keys (they cross the bus sealed) and upcast to the registered schema version (a message
+    published before an upgrade may still carry an older version)."""
     event = RecordedEvent.from_message(body)
+    if store is not None:
+        data = store.open_personal(event.data)
+        if data is not event.data:
+            event = dataclasses.replace(event, data=data)
     et = REGISTRY.get(event.type)
     if et is not None and event.schema_version < et.version:
         event = RecordedEvent(event.stream_name, event.stream_version, event.event_id, event.type,
@@ -55,7 +61,7 @@ def handles(source_service: str, event_type: str, *, store_attr: str = "store"):
     def decorate(method):
         @functools.wraps(method)
         def wrapper(self, body):
-            event = decode(body)
+            event = decode(body, getattr(self, store_attr))
             name = f"{self.name}.{method.__name__}"
             log = tlog.get_logger(service=self.name, handler=name, event_id=str(event.event_id),
                                   correlation_id=event.metadata.get("correlation_id"))

@@ -140,7 +140,7 @@ class Relay:
         confirmed, so a reconnect republishes only the unconfirmed rest."""
         self.store.seal()
         position = self._on_checkpoint_conn(self._read_checkpoint)
-        events = self.store.read_all(position, self.batch)
+        events = self.store.read_all(position, self.batch, reveal=False)
         done = None
         try:
             for event in events:

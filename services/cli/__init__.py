@@ -17,6 +17,9 @@ COMMANDS: list[str] = [
     "services.cli.relay",
     "services.cli.verify",
     "services.cli.audit",
+    "services.cli.replay",
+    "services.cli.operator",
+    "services.cli.report",
     "services.cli.smtp_sink",
     "services.cli.import_legacy",
 ]

@@ -180,8 +180,11 @@ class EventStore:
             return self._decode(c, rows)
 
     def read_all(self, after_position: int = 0, limit: int = 1000, *, category: str | None = None,
-                 conn: psycopg.Connection | None = None) -> list[RecordedEvent]:
-        """The sealed global log after ``after_position``, in order, gap-free."""
+                 conn: psycopg.Connection | None = None, reveal: bool = True) -> list[RecordedEvent]:
+        """The sealed global log after ``after_position``, in order, gap-free.
+
+        ``reveal=False`` leaves personal fields sealed (the relay: nothing personal travels
+        over the bus in clear; a consumer opens them with ``open_personal``)."""
         where = "l.global_position > %s" + (" AND e.category = %s" if category else "")
         args: tuple = (after_position, category, limit) if category else (after_position, limit)
         sql = (f"SELECT {_COLUMNS}, l.global_position FROM eventstore.log l "
@@ -189,7 +192,7 @@ class EventStore:
                "ORDER BY l.global_position LIMIT %s")
         with self._conn(conn) as c:
             rows = c.execute(sql, args).fetchall()
-            return self._decode(c, rows)
+            return self._decode(c, rows, reveal=reveal)
 
     def read_category(self, category: str, after_position: int = 0, limit: int = 1000,
                       **kw) -> list[RecordedEvent]:
@@ -201,18 +204,28 @@ class EventStore:
                             "WHERE stream_name = %s", (stream_name,)).fetchone()
             return row[0]
 
-    def _decode(self, conn, rows) -> list[RecordedEvent]:
+    def open_personal(self, data: dict, *, conn: psycopg.Connection | None = None,
+                      _keys: dict | None = None) -> dict:
+        """``data`` with its sealed personal fields opened (REDACTED where the key is gone)."""
+        if not any(crypto.is_sealed(v) for v in data.values()):
+            return data
+        keys = {} if _keys is None else _keys
+        opened = dict(data)
+        with self._conn(conn) as c:
+            for name, value in data.items():
+                if crypto.is_sealed(value):
+                    subj = value["s"]
+                    if subj not in keys:
+                        keys[subj] = self.keyring.data_key(c, subj, create=False)
+                    opened[name] = crypto.open_value(keys[subj], name, value)
+        return opened
+
+    def _decode(self, conn, rows, *, reveal: bool = True) -> list[RecordedEvent]:
         keys: dict[str, bytes | None] = {}
         out = []
         for (stream, version, event_id, etype, sv, data, meta, recorded_at, pos) in rows:
-            if any(crypto.is_sealed(v) for v in data.values()):
-                data = dict(data)
-                for name, value in data.items():
-                    if crypto.is_sealed(value):
-                        subj = value["s"]
-                        if subj not in keys:
-                            keys[subj] = self.keyring.data_key(conn, subj, create=False)
-                        data[name] = crypto.open_value(keys[subj], name, value)
+            if reveal:
+                data = self.open_personal(data, conn=conn, _keys=keys)
             et = self.registry.get(etype)
             if et is not None and sv < et.version:
                 # The data now has the current shape, so the event says that version.

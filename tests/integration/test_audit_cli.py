@@ -186,7 +186,7 @@ def test_keyset_paging_and_csv_and_table_output(journey):
     assert f"{len(everything)} events" in table.stderr
 
 
-def test_reveal_needs_an_auditor_and_is_itself_recorded_R_PLT_4(journey):
+def test_reveal_needs_an_auditor_and_is_itself_recorded_R_PLT_4(journey, store):
     number = journey["number"]
     refused = tsunagi("audit", "journey", number, "--reveal")
     assert refused.returncode == 2 and "--auditor" in refused.stderr
@@ -194,6 +194,7 @@ def test_reveal_needs_an_auditor_and_is_itself_recorded_R_PLT_4(journey):
     rows = _jsonl("journey", number, "--reveal", "--auditor", auditor, "--reason", "case 42", "--json")
     contacted = next(r for r in rows if r["event_type"] == "audit_test_contacted")
     assert contacted["data"]["email"] == "taro@example.jp"
+    store.seal_all()   # (the relay does this in a running system)
     recorded = _jsonl("events", "--type", "audit_reveal", "--actor", f"auditor:{auditor}", "--json")
     assert len(recorded) == 1
     assert recorded[0]["data"]["command"] == "journey"
@@ -212,3 +213,40 @@ def test_auditor_connection_used_by_the_cli_cannot_write(journey):
                           "event_type, data) VALUES (gen_random_uuid(), 'x-1', 1, 't', '{}')"):
             with pytest.raises(psycopg.errors.Error):
                 c.execute(statement)
+
+
+# -- report migration (issue 6 item 5) ---------------------------------------------------------
+
+def test_migration_report_counts_steps_stuck_locks_and_failures(settings, scratch_db, scratch_store, tmp_path):
+    """Three customers at different steps, on a scratch log, read through the auditor role."""
+    meta = Metadata(actor=Actor("customer", "c"), correlation_id=unique("c"), service="test")
+    a, b, c = "1111111111", "2222222222", "3333333333"
+    for n in (a, b, c):
+        scratch_store.append(f"customer-{n}", [NewEvent("legacy_customer_imported", {"customer_number": n})], ANY, meta)
+    for n in (a, b):
+        scratch_store.append(f"customer-{n}", [NewEvent("legacy_login_succeeded", {})], ANY, meta)
+    scratch_store.append(f"secretq-{a}", [NewEvent("audit_test_other", {})], ANY, meta)
+    scratch_store.append(f"customer-{a}", [NewEvent("passwords_changed", {})], ANY, meta)
+    scratch_store.append(f"otpapp-{uuid.uuid4()}", [NewEvent("otp_application_submitted", {"customer_number": a})], ANY, meta)
+    scratch_store.append(f"customer-{c}", [NewEvent("legacy_login_failed", {}), NewEvent("legacy_login_failed", {}),
+                                           NewEvent("credential_locked", {"credential": "legacy_password"})], ANY, meta)
+    scratch_store.seal_all()
+    env = {"DATABASE_URL": scratch_db,
+           "AUDITOR_DATABASE_URL": db.url_for(settings.auditor_database_url, db.dbname_of(scratch_db))}
+    html_file = tmp_path / "report.html"
+    result = tsunagi("report", "migration", "--json", "--stuck-days", "1", "--as-of", "2999-01-01T00:00:00+00:00",
+                     "--html", str(html_file), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    funnel = {s["step"]: s for s in report["funnel"]}
+    assert [funnel[s]["reached"] for s in ("imported", "legacy_login", "questions", "passwords", "otp_applied",
+                                           "activated")] == [3, 2, 0, 1, 1, 0]
+    assert funnel["imported"]["stuck"] == 1 and funnel["legacy_login"]["stuck"] == 1
+    assert funnel["otp_applied"]["stuck"] == 1 and funnel["passwords"]["at_step"] == 0
+    [day] = report["daily"]
+    assert (day["locks"], day["failures"], day["activated"]) == (1, 2, 0)
+    page = html_file.read_text()
+    assert page.count("<svg") == 2 and "<script" not in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    not_yet = tsunagi("report", "migration", "--stuck-days", "1", env=env)   # as of now: nobody stuck yet
+    assert not_yet.returncode == 0 and "imported" in not_yet.stdout

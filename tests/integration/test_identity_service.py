@@ -69,6 +69,30 @@ class FakeSecretQuestions:
         return question_id == QUESTION["id"] and answer == RIGHT_ANSWER
 
 
+OTP_ACTIVE: dict[str, str] = {}   # customer number -> the one OTP code the fake accepts
+OTP_USED: set[tuple[str, str]] = set()
+
+
+class FakeOtpService:
+    """The calls identity makes to otp_service (issue 4): a real service on the bus."""
+    name = "otp_service"
+
+    @rpc
+    def has_active_token(self, customer_number):
+        return customer_number in OTP_ACTIVE
+
+    @rpc
+    def progress(self, customer_number):
+        return {"stage": "active" if customer_number in OTP_ACTIVE else "none"}
+
+    @rpc(expected_exceptions=(Unauthenticated,))
+    def verify_otp(self, customer_number, code, purpose):
+        if OTP_ACTIVE.get(customer_number) != code or (customer_number, code) in OTP_USED:
+            raise Unauthenticated("ワンタイムパスワードが正しくありません。", "otp_invalid")
+        OTP_USED.add((customer_number, code))
+        return {"ok": True, "token_serial": "t1"}
+
+
 class FutureCutover(IdentityConfig):
     def setup(self):
         super().setup()
@@ -98,7 +122,7 @@ def cluster(settings):
               "DATABASE_URL": settings.database_url, "CUTOVER_AT": "2025-01-05T07:00:00+09:00",
               "LOCKOUT_THRESHOLD": 5, "LOCK_RELEASE_SECONDS": 0, "RPC_TIMEOUT": 10}
     runner = ServiceRunner(config)
-    for cls in (IdentityService, IdentityBeforeCutover, FakeSecretQuestions):
+    for cls in (IdentityService, IdentityBeforeCutover, FakeSecretQuestions, FakeOtpService):
         runner.add_service(cls)
     runner.start()
     try:
@@ -376,6 +400,19 @@ def test_r_ini_2_password_change_rules_and_replacement(rpc_, store, settings):
 
 
 # -- R-INI-9 / R-RBA-1 login with step-up -------------------------------------------------------------
+
+def test_r_ini_9_login_requires_the_otp_once_a_token_is_active(rpc_, store):
+    """R-INI-9: with an active token (otp_service says so) the login needs a valid, unused OTP."""
+    number = migrated(rpc_)
+    OTP_ACTIVE[number] = "654321"
+    assert rpc_.identity.migration_status(number)["next_step"] == "done"
+    for otp in (None, "000000"):
+        with pytest.raises(Unauthenticated):
+            rpc_.identity.login(number, NEW_LOGIN, otp, HOME)
+    assert rpc_.identity.login(number, NEW_LOGIN, "654321", HOME) == {"status": "ok", "customer_number": number}
+    with pytest.raises(Unauthenticated):
+        rpc_.identity.login(number, NEW_LOGIN, "654321", HOME)     # replayed
+
 
 def test_r_ini_9_login_from_the_migration_device_and_step_up_elsewhere(rpc_, store):
     number = migrated(rpc_)

@@ -47,7 +47,7 @@ class FakeIdentity:
         return {"ok": True}
 
     @rpc(expected_exceptions=(NotFound,))
-    def registered_phone(self, customer_number, phone_id):
+    def phone(self, customer_number, phone_id):
         if customer_number in NO_PHONES or phone_id != "ph1":
             raise NotFound()
         e164 = None if customer_number in NOT_CALLABLE else "+8190" + customer_number[-8:]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -397,12 +398,19 @@ def test_select_addresses_added_confirmed_and_receiving_both_mails_R_MAIL_4_R_MA
         queued = conn.execute("SELECT count(*) FROM notifier.outbox WHERE source_event_id = %s",
                               (request_id,)).fetchone()[0]
     assert queued == 1
-    # Until it is confirmed it receives no code.
     status, body = call(system, "POST", "/api/v1/notification-addresses/confirmation",
-                        {"mail_otp": wrong(code_in(confirm_mail)), "confirmation_password": CONFIRMATION_PASSWORD}, token)
+                        {"mail_otp": wrong(code_in(confirm_mail)), "confirmation_password": CONFIRMATION_PASSWORD},
+                        token)
     assert (status, body["code"]) == (401, "mail_otp_invalid")
+    # "Send it again": a new code to the same new address; the first one is superseded.
+    resent = issue(system, token, "address_confirmation")
+    assert resent["destinations"] == [phone[0] + "***@example.jp"]
+    resent_mail = mail_otp_mail(system, store, resent["issue_id"], role="select1")
+    status, body = call(system, "POST", "/api/v1/notification-addresses/confirmation",
+                        {"mail_otp": code_in(confirm_mail), "confirmation_password": CONFIRMATION_PASSWORD}, token)
+    assert (status, body["code"]) == (401, "mail_otp_superseded")
     status, result = call(system, "POST", "/api/v1/notification-addresses/confirmation",
-                          {"mail_otp": code_in(confirm_mail), "confirmation_password": CONFIRMATION_PASSWORD}, token)
+                          {"mail_otp": code_in(resent_mail), "confirmation_password": CONFIRMATION_PASSWORD}, token)
     assert status == 200, result
     assert result["select1"]["receives_mail_otp"] is True and result["pending_confirmation"] is None
 
@@ -511,20 +519,39 @@ def test_an_otp_customer_who_releases_the_token_needs_the_mail_password_R_MAIL_2
     assert (status, body["code"]) == (409, "mail_otp_not_needed")
     status, body = authorize(system, token, transfer(), mail_otp="123456")
     assert (status, body["code"]) == (422, "otp_required")
-    status, result = authorize(system, token, transfer(), otp=totp.now())
+
+    # Three OTPs follow (each time step is accepted once): the previous, the current and the
+    # next step's code, all inside the ±1 step window — started early in a step so it holds.
+    if time.time() % 30 > 20:
+        time.sleep(30 - time.time() % 30 + 0.1)
+    base = datetime.now(timezone.utc)
+    status, result = authorize(system, token, transfer(), otp=totp.at(base - timedelta(seconds=30)))
     assert (status, result["method"]) == (200, "otp")
     assert acceptance_mail(system, store, result["authorization_id"])["X-Envelope-To"] == email
 
+    # An OTP user changes the select addresses with the OTP (R-MAIL-5) — yet a new destination
+    # is still confirmed by the mail notification password sent to it.
+    phone = address("keitai")
+    status, result = change(system, token, {"address": phone, "enabled": True, "receives_mail_otp": True},
+                            otp=totp.at(base))
+    assert status == 200 and result["pending_confirmation"] == "select1", result
+    confirmation = [e for e in store.read_stream(f"mailotp-{number}") if e.type == "mail_otp_issued"][-1]
+    code = code_in(mail_otp_mail(system, store, confirmation.data["issue_id"], "select1"))
+    status, result = call(system, "POST", "/api/v1/notification-addresses/confirmation",
+                          {"mail_otp": code, "confirmation_password": CONFIRMATION_PASSWORD}, token)
+    assert status == 200 and result["select1"]["receives_mail_otp"] is True
+
     # The phone change: the token is released — from now on the mail notification password.
-    later = totp.at(datetime.now(timezone.utc) + timedelta(seconds=30))
     status, _ = call(system, "POST", "/api/v1/otp/tokens/release",
-                     {"confirmation_password": CONFIRMATION_PASSWORD, "otp": later}, token)
+                     {"confirmation_password": CONFIRMATION_PASSWORD, "otp": totp.at(base + timedelta(seconds=30))},
+                     token)
     assert status == 200
     status, method = call(system, "GET", "/api/v1/me/authorization-method", token=token)
     assert (status, method["method"]) == (200, "mail_otp")
     status, body = authorize(system, token, transfer(), otp=totp.now())
     assert (status, body["code"]) == (422, "mail_otp_required")
     issued = issue(system, token, operation=transfer())
+    assert mail_otp_mail(system, store, issued["issue_id"], "select1")["X-Envelope-To"] == phone
     status, result = authorize(system, token, transfer(),
                                mail_otp=code_in(mail_otp_mail(system, store, issued["issue_id"])))
     assert (status, result["method"]) == (200, "mail_otp")

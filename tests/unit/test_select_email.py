@@ -154,3 +154,16 @@ def test_removal_notice_R_MAIL_4():
     assert templates.TEMPLATES[order.template].sender == "bank"              # am-bk.co.jp (R-MAIL-3)
     assert order.params == {"removed_at": "2025年1月6日 10:00", "slot_label": "セレクトメールアドレス2",
                             "reason_text": "変更により登録解除"}
+
+
+def test_every_notifier_handler_is_a_declared_subscription():
+    """The relay declares the queues from contracts; the notifier's handlers must be among them."""
+    from contracts.subscriptions import SUBSCRIPTIONS
+    from notifier.service import NotifierService
+    from services.handlers import subscriptions_of
+
+    handlers = set(subscriptions_of(NotifierService))
+    declared = {s for s in SUBSCRIPTIONS if s.handler_service == "notifier"}
+    assert handlers == declared
+    assert {s.event_type for s in handlers} >= {"mail_otp_mail_requested", "operation_authorized",
+                                                "select_address_removed", "legacy_customer_imported"}
