@@ -29,7 +29,8 @@ import hashlib
 import hmac
 import os
 import uuid
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import eventlet
@@ -56,6 +57,17 @@ from services import ping  # the module, not the mixin: `nameko run` would take 
 from services.rpc import rpc_call
 
 RETRIES = 5
+
+# Login-state cache (issue 3: login throughput). Every login appends an event, so replaying and
+# decrypting the whole customer stream on each login grows without bound. The cache keeps, per
+# process, the folded state at a known stream version; a login reads only the events after it
+# (plus the cached last event, whose id must still match, so a different database or a rewritten
+# stream is never mistaken for the cached one). It is only a shortcut of the same fold of the
+# log: the expected version of the append still guards every decision, and a conflict retries
+# from a full load. Personal fields (phones, e-mail) are dropped before caching: login does not
+# use them, and crypto-shredding must not leave them in memory. Bounded, least recently used.
+_LOGIN_STATES: OrderedDict = OrderedDict()
+_LOGIN_STATES_MAX = 20_000
 # Domain errors are answers, not faults: Nameko logs them as warnings, not as errors.
 expected = rpc(expected_exceptions=DomainError)
 
@@ -138,6 +150,31 @@ class IdentityService(ping.PingMixin):
     def _load(self, number: str) -> tuple[agg.Customer, int]:
         events = self.store.read_stream(stream_of(number))
         return agg.fold(events), (events[-1].stream_version if events else 0)
+
+    def _load_for_login(self, number: str) -> tuple[agg.Customer, int]:
+        """Like ``_load`` but folds only the events after the cached login state (see above)."""
+        key = (getattr(getattr(self.store, "pool", None), "conninfo", id(self.store)), number)
+        cached = _LOGIN_STATES.get(key)
+        events = []
+        if cached is not None:
+            state, version, last_id = cached
+            events = self.store.read_stream(stream_of(number), version)
+            if events and events[0].stream_version == version and events[0].event_id == last_id:
+                events = events[1:]
+            else:
+                cached = None
+        if cached is None:
+            state, version = agg.initial_state, 0
+            events = self.store.read_stream(stream_of(number))
+        if events:
+            state = replace(agg.fold(events, state), phones=(), email=None)
+            version, last_id = events[-1].stream_version, events[-1].event_id
+        if version:
+            _LOGIN_STATES[key] = (state, version, last_id)
+            _LOGIN_STATES.move_to_end(key)
+            while len(_LOGIN_STATES) > _LOGIN_STATES_MAX:
+                _LOGIN_STATES.popitem(last=False)
+        return state, version
 
     def _commit(self, number: str, facts, expected_version: int) -> None:
         stream = stream_of(number)
@@ -375,7 +412,7 @@ class IdentityService(ping.PingMixin):
         now = self.clock.now()
         invalid = Unauthenticated(msg.INVALID_CREDENTIALS, "invalid_credentials")
         # The login ID of a migrated customer is the customer number (R-INI-2 / issue 3).
-        loaded = self._load(lid) if inputs.CUSTOMER_NUMBER.fullmatch(lid) else (agg.initial_state, 0)
+        loaded = self._load_for_login(lid) if inputs.CUSTOMER_NUMBER.fullmatch(lid) else (agg.initial_state, 0)
         if not (loaded[0].exists and loaded[0].migrated):
             self._shadow_failure(lid, agg.LOGIN, verifiers.dummy_verify_argon2_green, secret, invalid)
         cache: dict = {}

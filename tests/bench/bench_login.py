@@ -47,7 +47,8 @@ console = Console(highlight=False)
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 20
 TARGET = 0.7
-MODULES = ("identity.service", "identity.secret_questions", "gateway.service")
+# Login asks otp_service whether the customer has a token (R-INI-9), so it must be running.
+MODULES = ("identity.service", "identity.secret_questions", "otp_service.service", "gateway.service")
 
 LEGACY_PASSWORD = "Michi2024Ab"
 LEGACY_PIN = "Pin4821x"

@@ -20,6 +20,7 @@ import time
 import threading
 import urllib.parse
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pyotp
@@ -28,6 +29,9 @@ import requests
 
 from gateway.routes_telephony import DEV_AUTH_TOKEN, PATH as WEBHOOK_PATH, twilio_signature
 from services.config import Settings
+from contracts import telephony
+from tests.e2e.test_telephony_sip import (SUBSCRIBER, Call, kamailio, phone_auth, place_calls,  # noqa: F401
+                                          responses)
 from tests.e2e.test_initial_operation_steps_2_4 import (NEW_CONFIRMATION, NEW_LOGIN, Api, Customer,  # noqa: F401
                                                         api, new_number, pbkdf2, rpc, LEGACY_PASSWORD,
                                                         LEGACY_PIN)
@@ -221,6 +225,35 @@ def test_r_ini_3_to_9_complete_initial_operation_ends_in_a_login_with_the_otp(sy
     assert r.status_code == 401, r.text
 
 
+def test_r_ini_4_to_9_initial_operation_with_the_call_through_kamailio_and_sipp(system, seed_otp, kamailio):
+    """The same operation, the call placed by SIPp through Kamailio (deploy/kamailio): the SIP
+    edge publishes ``inbound_call`` to the broker the running system uses; Kamailio declines
+    (180 then 603, never 200) and the long-polling page still sees ``issued``. (The ``kamailio``
+    fixture of test_telephony_sip.py also runs a phone_auth of its own on the same database:
+    one more consumer of the same queue, no difference to the outcome.)"""
+    c = seed_otp()
+    migrate(c)
+    created = apply(c)
+    result: dict = {}
+    poller = threading.Thread(target=lambda: result.update(status(c, created["application_id"], wait=10)))
+    poller.start()
+    national = telephony.national_format(c.phone_e164).replace("-", "")
+    sip = Call("initial", "uac_decline.xml", called_number(created), national, SUBSCRIBER)
+    code, trace = place_calls(kamailio, [sip])["initial"]
+    assert code == 0, trace[-4000:]
+    got = responses(trace)
+    assert got[-2:] == ["180", "603"] and not any(x.startswith("2") for x in got), got
+    poller.join(timeout=30)
+    issued = result if result.get("status") == "issued" else status(c, created["application_id"], wait=10)
+    assert issued["status"] == "issued", issued
+    mail = token_mail(system, c)
+    assert issued["user_id"] in mail.get_body(("plain",)).get_content()
+    r = activate(c, issued["service_id"], issued["user_id"], app_instance=f"app-{uuid.uuid4().hex}")
+    assert r.status_code == 200, r.text
+    totp = pyotp.parse_uri(r.json()["otpauth_uri"])
+    assert login(c, totp.now()).status_code == 200
+
+
 # -- negative paths ------------------------------------------------------------------------------
 
 def test_r_ini_4_withheld_and_wrong_callers_do_not_verify_but_a_later_right_call_does(system, seed_otp, rpc):
@@ -270,11 +303,15 @@ def test_r_ini_6_five_wrong_activation_passwords_void_the_application(system, se
 
 def test_r_ini_6_an_app_instance_holds_at_most_ten_tokens(system, seed_otp):
     app = f"app-{uuid.uuid4().hex}"
-    for i in range(10):
-        c, issued = issued_customer(system, seed_otp)
+    # Eleven customers up to `issued`, four at a time over HTTP (independent per customer).
+    # (Seeding uses the one RPC proxy, so it stays sequential.)
+    customers = [seed_otp() for _ in range(11)]
+    with ThreadPoolExecutor(4) as pool:
+        ready = list(pool.map(lambda c: issued_customer(system, lambda: c), customers))
+    for i, (c, issued) in enumerate(ready[:10]):
         r = activate(c, issued["service_id"], issued["user_id"], app_instance=app)
         assert r.status_code == 200, (i, r.text)
-    c, issued = issued_customer(system, seed_otp)
+    c, issued = ready[10]
     r = activate(c, issued["service_id"], issued["user_id"], app_instance=app)
     assert r.status_code in (409, 422), r.text
     # Another app instance takes it.
