@@ -13,13 +13,13 @@
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 
 from nameko.extensions import DependencyProvider
 
 from otp_service import domain
+from services.config import ConfigReader
 
 DEV_TOTP_KEYS = "totpdev1:dG90cC1zZWNyZXRzLWRldmVsb3BtZW50LWtleSEhISE="
 
@@ -36,19 +36,11 @@ class OtpSettings:
 
     @classmethod
     def load(cls, config: dict | None = None) -> "OtpSettings":
-        config = config or {}
-
-        def raw(key):
-            value = config.get(key)
-            if value in (None, ""):
-                value = os.environ.get(key)
-            return None if value in (None, "") else value
+        reader = ConfigReader(config)
+        raw = reader.raw
 
         def number(key, default, fallback=None):
-            value = raw(key)
-            if value is None and fallback:
-                value = raw(fallback)
-            return int(value) if value is not None else default
+            return reader.number(key, default, fallback, kind=int)
 
         release = number("OTP_LOCK_RELEASE_SECONDS", 0)
         settings = cls(

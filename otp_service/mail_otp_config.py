@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,6 +33,7 @@ from nameko.extensions import DependencyProvider
 
 from otp_service import mail_otp
 from services import crypto
+from services.config import ConfigReader
 
 DEV_MAIL_OTP_KEYS = "mailotpdev1:bWFpbC1vdHAtaG1hYy1kZXZlbG9wbWVudC1rZXkhISE="
 
@@ -77,19 +77,11 @@ class MailOtpSettings:
 
     @classmethod
     def load(cls, config: dict | None = None) -> "MailOtpSettings":
-        config = config or {}
-
-        def raw(key):
-            value = config.get(key)
-            if value in (None, ""):
-                value = os.environ.get(key)
-            return None if value in (None, "") else value
+        reader = ConfigReader(config)
+        raw = reader.raw
 
         def number(key, default, fallback=None):
-            value = raw(key)
-            if value is None and fallback:
-                value = raw(fallback)
-            return float(value) if value is not None else default
+            return reader.number(key, default, fallback, kind=float)
 
         release = number("MAIL_OTP_LOCK_RELEASE_SECONDS", 0)
         settings = cls(

@@ -49,3 +49,22 @@ class Settings:
 
 def settings() -> Settings:
     return Settings()
+
+
+class ConfigReader:
+    """One setting from Nameko's config, else the environment; empty counts as unset."""
+
+    def __init__(self, config: dict | None = None):
+        self.config = config or {}
+
+    def raw(self, key: str) -> str | None:
+        value = self.config.get(key)
+        if value in (None, ""):
+            value = os.environ.get(key)
+        return None if value in (None, "") else value
+
+    def number(self, key: str, default, fallback: str | None = None, kind=float):
+        value = self.raw(key)
+        if value is None and fallback:
+            value = self.raw(fallback)
+        return kind(value) if value is not None else default
