@@ -26,8 +26,6 @@ import hashlib
 import http.client
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import threading
@@ -42,6 +40,7 @@ from rich.table import Table
 from services import db
 from services import runner as runner_mod
 from services.config import Settings
+from tests.bench.common import free_port, percentile, stop_processes
 
 console = Console(highlight=False)
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,24 +76,10 @@ finally:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pbkdf2(password: str, iterations: int = 1000) -> str:
     salt = base64.b64encode(os.urandom(9)).decode()
     key = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), iterations)
     return f"pbkdf2_sha256${iterations}${salt}${base64.b64encode(key).decode()}"
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 # -- a minimal keep-alive JSON client (one connection per client thread) ------------------------
@@ -198,15 +183,7 @@ class System:
         return ClusterRpcProxy({"AMQP_URI": self.amqp_uri, "serializer": "json"}, timeout=120)
 
     def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs)
         if self.vhost_made:
             from tests import vhosts
             vhosts.delete(self.vhost)

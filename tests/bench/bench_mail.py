@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,7 @@ from rich.table import Table
 from services import db
 from services import runner as runner_mod
 from services.config import Settings
+from tests.bench.common import free_port, percentile, stop_processes
 
 console = Console(highlight=False)
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,19 +64,6 @@ print("READY", flush=True)
 sys.stdin.read()
 controller.stop()
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
 class Mailbox:
@@ -170,15 +156,7 @@ class System:
         raise RuntimeError(f"services not ready after {timeout}s (last: {last}); see {self.log_dir}")
 
     def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs)
         if self.store is not None:
             self.store.pool.close()
         if self.vhost_made:

@@ -35,6 +35,7 @@ from rich.table import Table
 
 from services import db
 from services.config import Settings
+from tests.bench.common import percentile
 
 console = Console(highlight=False)
 TARGET_P99_MS = 300.0
@@ -47,11 +48,6 @@ NEW_CONFIRMATION = "kakunin99Z"
 ACTIVATION = "482913"
 ANSWERS = [{"question_id": "q01", "answer": "やまだ"}, {"question_id": "q03", "answer": "東小学校"},
            {"question_id": "q05", "answer": "青森"}]
-
-
-def percentile(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
 class Applicant:
