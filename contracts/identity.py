@@ -18,6 +18,19 @@ RPC interface (keep it stable; the gateway is built against it):
 - ``phones(customer_number) -> [{phone_id, masked}]``;
   ``phone(customer_number, phone_id) -> {phone_id, masked, e164}`` (for the OTP issue)
 - ``unlock_credential(customer_number, credential)`` — operators only (actor kind ``operator``).
+- Operator procedures (R-LEG-4; actor kind ``operator``, the reason in the context):
+  ``reissue_login_password(customer_number) -> {status, temporary_password, next_step, unlocked}``,
+  ``reset_confirmation_password(customer_number) -> {status, temporary_password, unlocked}``,
+  ``change_phones(customer_number, phones: list[str]) -> {status, phones: [{phone_id, masked}]}``,
+  ``initialise_login_id(customer_number) -> {status, login_id, unlocked}``.
+- The customer's own changes that complete them: ``change_login_password(customer_number, body)``
+  (body as ``LoginPasswordChangeSchema``) and ``change_confirmation_password(customer_number,
+  body)`` (``ConfirmationPasswordChangeSchema``) ``-> {status: "changed"}``. ``login`` answers
+  ``{status: "password_change_required", customer_number}`` for a re-issued temporary password.
+- ``login_standing(customer_number) -> {customer_number, standing}`` — may a login without the
+  login password (a passkey, R-INI-8/9) open a customer session now; ``standing`` is one of
+  ``ok``, ``unknown``, ``initial_operation_pending``, ``locked``, ``password_change_required``
+  (``identity/domain/standing.py``). Reads only; used by the passkeys service.
 - ``ping()``
 
 ``client`` is ``ClientSchema``: what the gateway knows of the caller's environment.
@@ -27,6 +40,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from contracts.events import register
+from contracts.subscriptions import subscribe
 
 SERVICE = "identity"
 
@@ -85,6 +99,35 @@ CREDENTIAL_LOCKED = register(
 CREDENTIAL_UNLOCKED = register(
     "credential_unlocked", SERVICE,
     description="A locked credential was released by an operator or by the configured timed release.")
+
+# -- operator procedures (R-LEG-4) and the customer's forced changes that complete them ------
+# The operator and the reason are in each event's metadata (actor kind ``operator``).
+LOGIN_PASSWORD_REISSUED = register(
+    "login_password_reissued", SERVICE, personal_fields=("temporary_password_hash",),
+    description="Operator procedure: a one-time temporary login password was issued (only its "
+                "argon2id hash is kept); the customer must change it at the next login (R-LEG-4).")
+CONFIRMATION_PASSWORD_RESET = register(
+    "confirmation_password_reset", SERVICE, personal_fields=("temporary_password_hash",),
+    description="Operator procedure: the confirmation password was reset to a one-time temporary "
+                "one; it must be changed before any transaction or settings change (R-LEG-4).")
+LOGIN_PASSWORD_CHANGED = register(
+    "login_password_changed", SERVICE, personal_fields=("login_password_hash",),
+    description="The customer changed the login password (e.g. the forced change after a "
+                "re-issue); the temporary password no longer works.")
+CONFIRMATION_PASSWORD_CHANGED = register(
+    "confirmation_password_changed", SERVICE, personal_fields=("confirmation_password_hash",),
+    description="The customer changed the confirmation password (e.g. after an operator reset).")
+REGISTERED_PHONES_CHANGED = register(
+    "registered_phones_changed", SERVICE, personal_fields=("phones",),
+    description="Operator procedure: the registered phone numbers (E.164) were replaced (R-LEG-4); "
+                "OTP applications started afterwards verify against the new numbers.")
+LOGIN_ID_INITIALISED = register(
+    "login_id_initialised", SERVICE,
+    description="Operator procedure: the login ID was reset to the customer number (R-LEG-4).")
+
+# The gateway ends the customer's sessions when an operator re-issues the login password.
+LOGIN_PASSWORD_REISSUED_SUBSCRIPTION = subscribe(
+    SERVICE, "login_password_reissued", "gateway", "on_login_password_reissued")
 
 
 # -- RPC payloads ---------------------------------------------------------------------------
@@ -153,7 +196,8 @@ class QuestionSchema(Schema):
 
 
 class LoginResultSchema(Schema):
-    status = fields.String(required=True, validate=validate.OneOf(("ok", "challenge")))
+    status = fields.String(required=True,
+                           validate=validate.OneOf(("ok", "challenge", "password_change_required")))
     customer_number = fields.String()
     challenge_id = fields.String()
     question = fields.Nested(QuestionSchema)
@@ -167,3 +211,17 @@ class MigrationStatusSchema(Schema):
 class PhoneSchema(Schema):
     phone_id = fields.String(required=True)
     masked = fields.String(required=True)
+
+
+class LoginPasswordChangeSchema(Schema):
+    """Body of ``POST /api/v1/me/login-password`` (the rules of R-INI-2 for the login password)."""
+    current_login_password = fields.String(required=True, error_messages=_REQUIRED)
+    new_login_password = fields.String(required=True, error_messages=_REQUIRED)
+    new_login_password_confirmation = fields.String(required=True, error_messages=_REQUIRED)
+
+
+class ConfirmationPasswordChangeSchema(Schema):
+    """Body of ``POST /api/v1/me/confirmation-password``."""
+    current_confirmation_password = fields.String(required=True, error_messages=_REQUIRED)
+    new_confirmation_password = fields.String(required=True, error_messages=_REQUIRED)
+    new_confirmation_password_confirmation = fields.String(required=True, error_messages=_REQUIRED)

@@ -180,11 +180,11 @@ MSG_BOOLEAN = "true または false で指定してください。"
 MSG_UNUSED_DESTINATION = "利用しないメールアドレスはメール通知パスワードの送信先にできません。"
 MSG_NO_ADDRESS = "利用するセレクトメールアドレスを入力してください。"
 
-_DIGITS = re.compile(r"^[0-9]+$")
-_SETTING = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{1,64}$")
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?$")
-_TLD = re.compile(r"^[A-Za-z]{2,63}$")
+_DIGITS = re.compile(r"^[0-9]+\Z")
+_SETTING = re.compile(r"^[a-z][a-z0-9_]{0,39}\Z")
+_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{1,64}\Z")
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\Z")
+_TLD = re.compile(r"^[A-Za-z]{2,63}\Z")
 
 
 def _invalid(field: str, message: str):

@@ -276,3 +276,17 @@ class ReleaseRequest(_Strict):
 class ReleaseResult(Schema):
     released = fields.Boolean(required=True)
     token_serial = fields.String(required=True)
+
+
+STEP_UP = "step_up"        # purpose of POST /api/v1/otp/verify in the customer's OTP log
+
+
+class StepUpRequest(_Strict):
+    """``POST /api/v1/otp/verify``: the current code of the customer's OTP app."""
+    otp = _str(max_len=16)
+
+
+class StepUpResult(Schema):
+    verified = fields.Boolean(required=True)
+    token_serial = fields.String(required=True)
+    purpose = fields.String(required=True)

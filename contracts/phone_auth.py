@@ -101,7 +101,7 @@ class StartVerificationPayload(Schema):
     """``phone_auth.start_verification(application_id, customer_number, caller_e164, ttl_seconds=None)``"""
     application_id = _str(required=True, validate=validate.Length(min=1, max=64))
     customer_number = _str(required=True, validate=validate.Regexp(
-        r"^[0-9]{10}$", error="お客さま番号は数字10桁で入力してください。"))
+        r"^[0-9]{10}\Z", error="お客さま番号は数字10桁で入力してください。"))
     caller_e164 = _str(required=True, validate=validate.Length(min=1, max=32))
     ttl_seconds = fields.Integer(load_default=None, allow_none=True,
                                  validate=validate.Range(min=1, max=3600),

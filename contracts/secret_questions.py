@@ -62,7 +62,7 @@ EVENT_TYPES = tuple(t.name for t in (
 # The service loads every RPC argument through these, so a caller that sends a number where a
 # string belongs gets a ValidationFailed, not a stack trace.
 
-CUSTOMER_NUMBER = validate.Regexp(r"^[0-9]{10}$", error="お客さま番号は数字10桁で入力してください。")
+CUSTOMER_NUMBER = validate.Regexp(r"^[0-9]{10}\Z", error="お客さま番号は数字10桁で入力してください。")
 _STRING = "文字列で入力してください。"
 _REQUIRED = "必須項目です。"
 

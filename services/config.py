@@ -31,6 +31,9 @@ class Settings:
     cutover_at: datetime = field(default_factory=lambda: datetime.fromisoformat(
         _env("CUTOVER_AT", "2025-01-05T07:00:00+09:00")))
     rpc_timeout: float = field(default_factory=lambda: float(_env("RPC_TIMEOUT", "10")))
+    # Connections per service process at most. Every process of every instance holds up to
+    # this many, so processes × pool size must stay below PostgreSQL's max_connections.
+    database_pool_size: int = field(default_factory=lambda: int(_env("DATABASE_POOL_SIZE", "10")))
 
     @property
     def database_name(self) -> str:

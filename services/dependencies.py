@@ -21,15 +21,16 @@ REASON = "reason"
 class EventStoreProvider(DependencyProvider):
     """One connection pool per service container."""
 
-    def __init__(self, max_size: int = 10):
-        self.max_size = max_size
+    def __init__(self, max_size: int | None = None):
+        self.max_size = max_size   # None: DATABASE_POOL_SIZE
         self.store = None
 
     def setup(self):
         from services.eventstore import open_store
         settings = Settings()
         url = self.container.config.get("DATABASE_URL") or settings.database_url
-        self.store = open_store(settings, database_url=url, max_size=self.max_size)
+        self.store = open_store(settings, database_url=url,
+                                max_size=self.max_size or settings.database_pool_size)
 
     def stop(self):
         if self.store is not None:

@@ -5,7 +5,10 @@ written in the same transaction as the handler's effect: a redelivered event fin
 and does nothing. The decorated method receives the decoded event and the open connection.
 
 Nameko acks a message whose handler raised, so a transient failure (a version conflict, the
-database restarting) is retried here a few times before the error is logged and given up.
+database restarting or its backends killed) is retried here with backoff for up to
+``RETRY_FOR_SECONDS``, dropping dead pooled connections between attempts; one that outlasts
+that puts the message back on the queue (``RequeueTransient``) instead of losing the event.
+Any other failure is logged and the message acked (a poison message must not loop).
 """
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ import dataclasses
 import functools
 import time
 
+import eventlet
 import psycopg
-from nameko.events import event_handler
+from nameko.events import EventHandler
 
 from contracts.errors import ConcurrencyConflict
 from contracts.events import REGISTRY, RecordedEvent
@@ -24,8 +28,54 @@ from services import logging as tlog
 # Transient: the whole effect rolled back and running it again may succeed.
 RETRYABLE = (ConcurrencyConflict, psycopg.OperationalError, psycopg.errors.SerializationFailure,
              psycopg.errors.DeadlockDetected)
-ATTEMPTS = 4
+RETRY_FOR_SECONDS = 30.0
 _BACKOFF = 0.05
+_MAX_BACKOFF = 2.0
+_REQUEUE_DELAY = 1.0
+
+
+class RequeueTransient(EventHandler):
+    """Nameko's event handler, except that a transient failure that outlasted the retries
+    returns the message to the queue (after a pause, so an outage is not a busy loop)."""
+
+    def handle_message_processed(self, message, result=None, exc_info=None):
+        if exc_info is not None and issubclass(exc_info[0], RETRYABLE):
+            eventlet.sleep(_REQUEUE_DELAY)
+            self.queue_consumer.requeue_message(message)
+        else:
+            self.queue_consumer.ack_message(message)
+
+
+event_handler = RequeueTransient.decorator
+
+
+def _drop_dead_connections(store) -> None:
+    try:
+        store.pool.check()      # reconnects the pool's idle connections that died
+    except Exception:           # the database still down: the next attempt will tell
+        pass
+
+
+def run_handler(store, name: str, body, effect, log) -> tuple[RecordedEvent, bool, object]:
+    """Decode ``body`` and run ``effect(event, conn)`` once per event (``handled_once``),
+    retrying transient failures with backoff for up to ``RETRY_FOR_SECONDS``. Returns
+    (event, ran, result); raises the transient error when it outlasts the retries."""
+    deadline, delay, attempt = time.monotonic() + RETRY_FOR_SECONDS, _BACKOFF, 0
+    while True:
+        attempt += 1
+        try:
+            event = decode(body, store)     # may read a data key: inside the retries too
+            ran, result = handled_once(store, name, event, lambda conn: effect(event, conn))
+            return event, ran, result
+        except RETRYABLE as exc:
+            if time.monotonic() >= deadline:
+                log.error("event_handler_failed", error=type(exc).__name__, attempts=attempt)
+                raise
+            log.warning("event_handler_retrying", error=type(exc).__name__, attempt=attempt)
+            if isinstance(exc, psycopg.OperationalError):
+                _drop_dead_connections(store)
+            time.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
 
 
 def handled_once(store, handler: str, event: RecordedEvent, effect):
@@ -61,21 +111,11 @@ def handles(source_service: str, event_type: str, *, store_attr: str = "store"):
     def decorate(method):
         @functools.wraps(method)
         def wrapper(self, body):
-            event = decode(body, getattr(self, store_attr))
             name = f"{self.name}.{method.__name__}"
-            log = tlog.get_logger(service=self.name, handler=name, event_id=str(event.event_id),
-                                  correlation_id=event.metadata.get("correlation_id"))
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    ran, _ = handled_once(getattr(self, store_attr), name, event,
-                                          lambda conn: method(self, event, conn))
-                    break
-                except RETRYABLE as exc:
-                    if attempt == ATTEMPTS:
-                        log.error("event_handler_failed", error=type(exc).__name__, attempts=attempt)
-                        raise
-                    log.warning("event_handler_retrying", error=type(exc).__name__, attempt=attempt)
-                    time.sleep(_BACKOFF * 2 ** (attempt - 1))
+            log = tlog.get_logger(service=self.name, handler=name, event_id=_event_id_of(body),
+                                  correlation_id=_correlation_id_of(body))
+            _, ran, _ = run_handler(getattr(self, store_attr), name, body,
+                                    lambda event, conn: method(self, event, conn), log)
             if not ran:
                 log.info("duplicate_event_ignored")
 
@@ -84,6 +124,15 @@ def handles(source_service: str, event_type: str, *, store_attr: str = "store"):
         wrapper.__tsunagi_subscription__ = (source_service, event_type, method.__name__)
         return event_handler(source_service, event_type)(wrapper)
     return decorate
+
+
+def _event_id_of(body) -> str | None:
+    return str(body.get("event_id")) if isinstance(body, dict) and body.get("event_id") else None
+
+
+def _correlation_id_of(body) -> str | None:
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    return meta.get("correlation_id") if isinstance(meta, dict) else None
 
 
 def subscriptions_of(service_cls) -> list[Subscription]:

@@ -3,6 +3,7 @@ with ``mask_email``/``mask_phone`` and known secret keys are dropped here as a s
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
@@ -22,12 +23,19 @@ def _drop_secrets(_, __, event_dict):
 _configured = False
 
 
-def configure(level: str = "INFO") -> None:
+def configure(level: str | None = None) -> None:
+    """``level``: default ``LOG_LEVEL`` (INFO). structlog's own lines below it are dropped
+    before any processor runs (no timestamp, no JSON), e.g. per-request lines at WARNING."""
     global _configured
     if _configured:
         return
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=getattr(logging, level))
+    level = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    numeric = getattr(logging, level, None)
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=numeric)
     structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,

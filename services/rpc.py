@@ -10,11 +10,17 @@ import socket
 
 import eventlet
 from kombu.exceptions import OperationalError
-from nameko.exceptions import UnknownService
+from nameko.exceptions import RemoteError, UnknownService
 
 from contracts.errors import Unavailable
 from services import logging as tlog
 from services.config import Settings
+
+
+# Exception class names (as RemoteError carries them) that mean "the database went away".
+DATABASE_UNAVAILABLE = frozenset({
+    "OperationalError", "AdminShutdown", "CrashShutdown", "CannotConnectNow", "InterfaceError",
+    "PoolTimeout", "PoolClosed", "TooManyConnections", "ConnectionTimeout", "ConnectionFailure"})
 
 
 def default_timeout() -> float:
@@ -46,6 +52,13 @@ def rpc_call(proxy_method, *args, timeout: float | None = None, **kwargs):
         raise Unavailable() from None
     except (OperationalError, ConnectionError, socket.error) as exc:
         _log_unavailable(proxy_method, service, method, f"broker: {type(exc).__name__}", timeout)
+        raise Unavailable() from None
+    except RemoteError as exc:
+        # The service lost its database (restart, killed backends): a transient outage the
+        # customer may retry (every command is safe to repeat) — a 503, not an internal error.
+        if exc.exc_type not in DATABASE_UNAVAILABLE:
+            raise
+        _log_unavailable(proxy_method, service, method, f"database: {exc.exc_type}", timeout)
         raise Unavailable() from None
     finally:
         timer.cancel()

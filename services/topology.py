@@ -15,6 +15,7 @@ import pkgutil
 SERVICE_MODULES: list[str] = [
     "identity.service",
     "identity.secret_questions",
+    "identity.passkeys",
     "otp_service.service",
     "phone_auth.service",
     "notifier.service",

@@ -6,7 +6,8 @@
 -- password and a 取引受付メール go. Written in the same transaction as the events (or the
 -- handler's tracking row), rebuildable by replay; a customer's rows are deleted when the
 -- customer's data key is shredded, so no address outlives the crypto-shredding of the log.
--- Addresses are never logged in full.
+-- Addresses are stored encrypted under the customer's data key (notifier/addresses_projection.py)
+-- and never logged in full.
 -- Re-running this file is harmless.
 
 CREATE SCHEMA IF NOT EXISTS notifier;

@@ -22,6 +22,8 @@ COMMANDS: list[str] = [
     "services.cli.report",
     "services.cli.smtp_sink",
     "services.cli.import_legacy",
+    "services.cli.demo",
+    "services.cli.keys",
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import uuid
 from datetime import datetime
@@ -22,7 +23,11 @@ from services.cli._common import add_debug_flag
 
 MASK = "***"
 COLUMNS = ("global_position", "recorded_at", "stream_name", "stream_version", "event_type",
-           "actor", "correlation_id", "data")
+           "actor", "correlation_id", "reason", "data")
+# Columns that are not columns of audit.events: the operator's (or auditor's) reason is in the
+# metadata of the event (R-LEG-4: every operator action names the operator and the reason).
+EXPRESSIONS = {"reason": "(metadata ->> 'reason') AS reason"}
+PIPED_WIDTH = 320        # table width when stdout is no terminal (and COLUMNS is not set)
 # The same expressions as the indexes of deploy/sql/080_audit.sql, so the planner uses them.
 CUSTOMER_CONDITION = ("(substr(stream_name, strpos(stream_name, '-') + 1) = %s "
                       "OR (data ? 'customer_number' AND data ->> 'customer_number' = %s))")
@@ -109,7 +114,8 @@ def build_query(*, customer=None, stream=None, categories=None, event_types=None
     if until:
         where.append("recorded_at < %s")
         params.append(until)
-    sql = (f"SELECT {', '.join(COLUMNS)} FROM audit.events WHERE {' AND '.join(where)} "
+    select = ", ".join(EXPRESSIONS.get(c, c) for c in COLUMNS)
+    sql = (f"SELECT {select} FROM audit.events WHERE {' AND '.join(where)} "
            "ORDER BY global_position")
     if limit is not None:
         sql += " LIMIT %s"
@@ -193,11 +199,15 @@ class TableWriter:
     """A rich table printed in chunks, so rows stream instead of being held for the layout."""
 
     WIDTHS = {"global_position": 9, "recorded_at": 26, "stream_name": 26, "stream_version": 4,
-              "event_type": 30, "actor": 20, "correlation_id": 12, "data": None}
+              "event_type": 30, "actor": 20, "correlation_id": 12, "reason": 24, "data": None}
 
     def __init__(self, chunk: int = 200):
         from rich.console import Console
         self.console = Console(soft_wrap=False)
+        if not self.console.is_terminal and not os.environ.get("COLUMNS"):
+            # Piped into a file or a pager: rich would assume 80 columns and drop whole columns
+            # (actor, reason); give every fixed column its width and the data the rest.
+            self.console.width = PIPED_WIDTH
         self.rows: list[dict] = []
         self.chunk = chunk
         self.first = True
@@ -214,7 +224,7 @@ class TableWriter:
             return
         t = Table(box=box.SIMPLE_HEAD if self.first else None, show_header=self.first,
                   pad_edge=False, show_edge=False)
-        for name in ("pos", "recorded_at", "stream", "v", "type", "actor", "correlation", "data"):
+        for name in ("pos", "recorded_at", "stream", "v", "type", "actor", "correlation", "reason", "data"):
             t.add_column(name)
         for col, w in zip(t.columns, self.WIDTHS.values()):
             if w:
@@ -226,7 +236,7 @@ class TableWriter:
             t.add_row(str(r["global_position"]), r["recorded_at"].isoformat(timespec="seconds"),
                       r["stream_name"], str(r["stream_version"]), r["event_type"],
                       f"{actor.get('kind', '')}:{actor.get('id', '')}",
-                      (r["correlation_id"] or "")[:12],
+                      (r["correlation_id"] or "")[:12], r["reason"] or "",
                       json.dumps(r["data"], ensure_ascii=False, default=str))
         self.console.print(t, markup=False, highlight=False)
         self.rows.clear()

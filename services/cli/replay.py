@@ -18,7 +18,9 @@ from contextlib import contextmanager
 
 from psycopg import sql
 
+from services import crypto
 from services.cli._common import add_debug_flag, add_json_flag, emit_json
+from services.eventstore.keyring import KeyRing
 
 OLD_SUFFIX = "__replay_old"
 
@@ -56,6 +58,42 @@ class _BoundStore:
 
     def seal_all(self, *args, **kw) -> int:   # sealed once before the replay began
         return 0
+
+    # Pages of at least PAGE events: every rebuild loops "read after the last position until
+    # a page comes back empty", so a larger page changes nothing but the number of queries.
+    def read_all(self, after_position: int = 0, limit: int = 1000, **kw):
+        return self._store.read_all(after_position, max(limit, PAGE), **kw)
+
+    def read_category(self, category: str, after_position: int = 0, limit: int = 1000, **kw):
+        return self._store.read_all(after_position, max(limit, PAGE), category=category, **kw)
+
+
+PAGE = 10_000
+
+
+class _ReplayKeyRing(KeyRing):
+    """The store's key ring for one replay: every subject's wrapped data key is read in one
+    query up front and unwrapped when first needed, instead of a query per subject (and again
+    after the service's 30 s cache time, which a long replay outlives). A subject whose key
+    appears later (a customer created during the replay) is looked up as usual. A key shredded
+    during the replay still opens that subject's fields in the replay's rebuild; the shred's
+    own event, sealed later, is what the services apply to the read models."""
+
+    def __init__(self, master, conn):
+        super().__init__(master)
+        self._wrapped = {subject: (kid, bytes(wrapped)) for subject, kid, wrapped in conn.execute(
+            "SELECT subject, master_kid, wrapped_key FROM eventstore.subject_keys")}
+        self._opened: dict[str, bytes] = {}
+
+    def data_key(self, conn, subject: str, *, create: bool) -> bytes | None:
+        key = self._opened.get(subject)
+        if key is not None:
+            return key
+        wrapped = self._wrapped.get(subject)
+        if wrapped is None:
+            return super().data_key(conn, subject, create=create)
+        key = self._opened[subject] = self.master.unwrap(subject, crypto.WrappedKey(*wrapped))
+        return key
 
 
 def _split(table: str) -> tuple[str, str]:
@@ -117,13 +155,41 @@ def _total_events(conn, categories) -> int:
                         (list(categories),)).fetchone()[0]
 
 
+def _lock_and_seal(conn, store, tables) -> None:
+    """Take the tables from the services first, then seal what they committed until then.
+
+    Once the lock is held no service changes the live tables, and every event whose
+    projection they hold is committed; sealing it now puts it into the log the rebuild reads,
+    so `--check` compares both sides at one point of the log. LOCK assigns no transaction id,
+    so this transaction does not hold the sealing horizon back. A service transaction that
+    appended and now waits for the lock does: events committed behind it stay unsealed (and
+    unprojected in the rebuild) — sealing stops at what is sealable instead of waiting for it.
+    """
+    conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+        sql.SQL(", ").join(sql.Identifier(*_split(t)) for t in tables)))
+    deadline = time.monotonic() + 5
+    while True:
+        n = store.seal()
+        if n > 0:
+            continue
+        if n == 0 or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)            # -1: the relay's sealer is at it; let it finish
+
+
 def replay_one(store, admin_url: str, projection, *, check: bool, progress=None) -> dict:
     import psycopg
     with psycopg.connect(admin_url) as conn:
         started = time.monotonic()
         conn.execute("SET lock_timeout = '30s'")   # a stuck service fails the replay, not the bank
+        _lock_and_seal(conn, store, projection.tables)
         renames = {t: _swap_in_empty_copy(conn, t) for t in projection.tables}
-        seen = projection.run(_BoundStore(store, conn), progress=progress)
+        # Pipeline mode: the projections' INSERTs and UPDATEs go out without waiting for each
+        # answer (a rebuild is one statement per event; the round trips were most of its
+        # time). A statement whose result is read (a page of the log, a row the projection
+        # folds into) synchronises the pipeline, so the order of effects is unchanged.
+        with conn.pipeline():
+            seen = projection.run(_BoundStore(store, conn), progress=progress)
         result = {"projection": projection.name, "events": seen,
                   "seconds": round(time.monotonic() - started, 3), "switched": False}
         if check:
@@ -163,17 +229,20 @@ def cmd_replay(args) -> int:
     settings = Settings()
     admin_url = db.admin_url_for(settings, db.dbname_of(settings.database_url))
     store = open_store_checked(admin_url, max_size=2)
-    results = []
+    started = time.monotonic()
     try:
         store.seal_all()
+        with store.pool.connection() as c:
+            store.keyring = _ReplayKeyRing(store.keyring.master, c)
         show = not (args.json or args.no_progress) and sys.stderr.isatty()
-        for projection in chosen:
-            results.append(_run_with_progress(store, admin_url, projection, args.check, show))
+        results = _run_all(store, admin_url, chosen, args.check, show)
     finally:
         store.pool.close()
+    elapsed = round(time.monotonic() - started, 3)
     differences = sum(len(r.get("differences", [])) for r in results)
     if args.json:
-        emit_json({"ok": differences == 0, "check": args.check, "projections": results})
+        emit_json({"ok": differences == 0, "check": args.check, "projections": results,
+                   "events": sum(r["events"] for r in results), "seconds": elapsed})
     else:
         for r in results:
             rate = r["events"] / r["seconds"] if r["seconds"] else 0
@@ -182,28 +251,36 @@ def cmd_replay(args) -> int:
                   f"({rate:,.0f} events/s)")
             for d in r.get("differences", []):
                 print(f"  DIFF {d['table']} {d['side']}: {d['row']}")
+        if len(results) > 1:
+            total = sum(r["events"] for r in results)
+            print(f"all: {total} events in {elapsed:.2f} s ({total / elapsed if elapsed else 0:,.0f} "
+                  "events/s)")
         if args.check:
             print("no differences" if differences == 0 else f"{differences} difference(s)")
     return 0 if differences == 0 else 1
 
 
-def _run_with_progress(store, admin_url, projection, check: bool, show: bool) -> dict:
+def _run_all(store, admin_url, chosen, check: bool, show: bool) -> list[dict]:
+    """Each projection in its own transaction, one after the other, under one progress bar."""
     if not show:
-        return replay_one(store, admin_url, projection, check=check)
+        return [replay_one(store, admin_url, p, check=check) for p in chosen]
     import psycopg
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
                                TextColumn, TimeRemainingColumn)
 
-    with psycopg.connect(admin_url) as c:
-        total = _total_events(c, projection.categories)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TaskProgressColumn(), TextColumn("{task.fields[rate]:>10} ev/s"), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(projection.name, total=total or None, rate="-")
-        started = time.monotonic()
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TaskProgressColumn(), TextColumn("{task.fields[rate]:>10} ev/s"),
+                  TimeRemainingColumn(), transient=True) as bar:
+        for projection in chosen:
+            with psycopg.connect(admin_url) as c:
+                total = _total_events(c, projection.categories)
+            task = bar.add_task(projection.name, total=total or None, rate="-")
+            started = time.monotonic()
 
-        def progress(seen: int) -> None:
-            elapsed = time.monotonic() - started
-            bar.update(task, completed=seen, rate=f"{seen / elapsed:,.0f}" if elapsed else "-")
+            def progress(seen: int, task=task, started=started) -> None:
+                elapsed = time.monotonic() - started
+                bar.update(task, completed=seen, rate=f"{seen / elapsed:,.0f}" if elapsed else "-")
 
-        return replay_one(store, admin_url, projection, check=check, progress=progress)
+            results.append(replay_one(store, admin_url, projection, check=check, progress=progress))
+    return results

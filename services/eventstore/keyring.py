@@ -53,6 +53,35 @@ class KeyRing:
         cur = conn.execute("DELETE FROM eventstore.subject_keys WHERE subject = %s", (subject,))
         return cur.rowcount > 0
 
+    # -- master-key rotation (operators; needs UPDATE on subject_keys: the database owner) ----------
+
+    def usage(self, conn) -> dict[str, int]:
+        """Subject keys per master key id."""
+        return dict(conn.execute("SELECT master_kid, count(*) FROM eventstore.subject_keys "
+                                 "GROUP BY master_kid ORDER BY master_kid").fetchall())
+
+    def rotate(self, conn, batch: int = 500) -> int:
+        """Rewrap every subject key not under the current master key; returns how many. Each
+        batch is its own transaction and locks only its rows (a concurrent shred waits for the
+        batch, then deletes the rewrapped row); the data keys themselves do not change, so
+        caches and every ciphertext in the log stay valid throughout."""
+        old = self.master.kids[1:]     # rows under an id not configured cannot be opened at all
+        done = 0
+        while old:
+            with conn.transaction():
+                rows = conn.execute(
+                    "SELECT subject, master_kid, wrapped_key FROM eventstore.subject_keys "
+                    "WHERE master_kid = ANY(%s) ORDER BY subject LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (old, batch)).fetchall()
+                for subject, kid, wrapped in rows:
+                    new = self.master.rewrap(subject, crypto.WrappedKey(kid, bytes(wrapped)))
+                    conn.execute("UPDATE eventstore.subject_keys SET master_kid = %s, wrapped_key = %s "
+                                 "WHERE subject = %s", (new.master_kid, new.wrapped, subject))
+            done += len(rows)
+            if len(rows) < batch:
+                break
+        return done
+
     def forget_cache(self) -> None:
         with self._lock:
             self._cache.clear()
