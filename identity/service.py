@@ -134,7 +134,10 @@ def _parallel(first, second):
     return a, b
 
 
-class IdentityService(ping.PingMixin):
+from identity import operator_procedures  # noqa: E402  (the module: `nameko run` must not see the mixin)
+
+
+class IdentityService(operator_procedures.OperatorProcedures, ping.PingMixin):
     name = "identity"
 
     store = EventStoreProvider()
@@ -178,6 +181,12 @@ class IdentityService(ping.PingMixin):
 
     def _commit(self, number: str, facts, expected_version: int) -> None:
         stream = stream_of(number)
+        if not any(f.type in readmodels.PROJECTED for f in facts):
+            # Nothing to project (a login, the common case): the append is one statement,
+            # atomic by itself, so no BEGIN/COMMIT round trips around it.
+            self.store.append(stream, [NewEvent(f.type, f.data) for f in facts], expected_version,
+                              self.context)
+            return
         with self.store.transaction() as conn:
             self.store.append(stream, [NewEvent(f.type, f.data) for f in facts], expected_version,
                               self.context, conn=conn)
@@ -233,12 +242,14 @@ class IdentityService(ping.PingMixin):
 
     def otp_code_valid(self, customer_number: str, otp: str | None) -> bool:
         """OTP hook: verify a login OTP with the OTP service (it counts its own failures and
-        refuses a replayed code). Any refusal (wrong, replayed, malformed, locked) is False."""
+        refuses a replayed code). Any refusal (wrong, replayed, malformed) is False. A lock is
+        not: the customer who typed the right password must hear that OTP use is stopped and
+        whom to call (423 ``otp_locked``), not "wrong OTP" forever (R-RBA-2)."""
         if not otp:
             return False
         try:
             answer = self._otp("verify_otp", customer_number, otp, "login")
-        except (Unavailable, ConcurrencyConflict):
+        except (Unavailable, ConcurrencyConflict, Locked):
             raise
         except DomainError:
             return False

@@ -1,18 +1,45 @@
 """The address book read model (deploy/sql/071_notification_addresses.sql): the registered
 address from identity's ``legacy_customer_imported`` and the select addresses from
-``notifyaddr-<customer_number>``. Rebuildable by replaying both categories."""
+``notifyaddr-<customer_number>``. Rebuildable by replaying both categories.
+
+The addresses are personal data, so the ``address`` column holds them encrypted under the
+customer's data key, as the events do: without the keys the table shows no address, and a
+crypto-shredded customer's rows could not be read even if ``forget`` had not run yet. The
+encryption is deterministic so that a replay writes identical rows (``replay --check``).
+"""
 from __future__ import annotations
+
+import json
 
 from contracts import mail_otp as mo
 from contracts import notifier as contract
 from notifier import addresses
+from services import crypto
+
+FIELD = "notification_address"
+
+
+def _seal(conn, keyring, customer_number: str, address: str) -> str:
+    key = keyring.data_key(conn, customer_number, create=True)
+    return json.dumps(crypto.seal_value_deterministic(key, customer_number, FIELD, address))
+
+
+def _open(key: bytes | None, stored: str) -> str | None:
+    try:
+        sealed = json.loads(stored)
+    except ValueError:
+        sealed = None
+    if not crypto.is_sealed(sealed):
+        return stored  # a row written before addresses were encrypted; a replay rewrites it
+    value = crypto.open_value(key, FIELD, sealed)
+    return None if value == crypto.REDACTED else value
 
 
 def _valid(address) -> bool:
     return isinstance(address, str) and "@" in address
 
 
-def set_registered(conn, customer_number: str, address) -> None:
+def set_registered(conn, keyring, customer_number: str, address) -> None:
     if not _valid(address):
         conn.execute("DELETE FROM notifier.addresses WHERE customer_number = %s AND slot = 'registered'",
                      (customer_number,))
@@ -20,7 +47,8 @@ def set_registered(conn, customer_number: str, address) -> None:
     conn.execute(
         "INSERT INTO notifier.addresses (customer_number, slot, address, enabled, receives_mail_otp) "
         "VALUES (%s, 'registered', %s, true, true) ON CONFLICT (customer_number, slot) DO UPDATE SET "
-        "address = excluded.address, updated_at = now()", (customer_number, address))
+        "address = excluded.address, updated_at = now()",
+        (customer_number, _seal(conn, keyring, customer_number, address)))
 
 
 def forget(conn, customer_number: str) -> int:
@@ -29,7 +57,7 @@ def forget(conn, customer_number: str) -> int:
                         (customer_number,)).rowcount
 
 
-def _write_slot(conn, customer_number: str, name: str, slot: addresses.Slot) -> None:
+def _write_slot(conn, keyring, customer_number: str, name: str, slot: addresses.Slot) -> None:
     if slot.address is None or not _valid(slot.address):
         conn.execute("DELETE FROM notifier.addresses WHERE customer_number = %s AND slot = %s",
                      (customer_number, name))
@@ -39,28 +67,31 @@ def _write_slot(conn, customer_number: str, name: str, slot: addresses.Slot) -> 
         "pending_mail_otp) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (customer_number, slot) DO UPDATE SET "
         "address = excluded.address, enabled = excluded.enabled, receives_mail_otp = excluded.receives_mail_otp, "
         "pending_mail_otp = excluded.pending_mail_otp, updated_at = now()",
-        (customer_number, name, slot.address, slot.enabled, slot.receives_mail_otp, slot.pending))
+        (customer_number, name, _seal(conn, keyring, customer_number, slot.address), slot.enabled,
+         slot.receives_mail_otp, slot.pending))
 
 
-def project(conn, customer_number: str, events) -> None:
+def project(conn, keyring, customer_number: str, events) -> None:
     """Apply notifier address events just appended (or replayed) for one customer."""
-    registered, book = load(conn, customer_number)
+    registered, book = load(conn, keyring, customer_number)
     touched = set()
     for event in events:
         book = addresses.evolve(book, event)
         touched.add(event.data.get("slot"))
     for name in addresses.SLOTS:
         if name in touched:
-            _write_slot(conn, customer_number, name, book.slot(name))
+            _write_slot(conn, keyring, customer_number, name, book.slot(name))
 
 
-def load(conn, customer_number: str) -> tuple[str | None, addresses.Book]:
+def load(conn, keyring, customer_number: str) -> tuple[str | None, addresses.Book]:
     """(registered address, the select slots) as the mail handlers use them."""
     rows = conn.execute(
         "SELECT slot, address, enabled, receives_mail_otp, pending_mail_otp FROM notifier.addresses "
         "WHERE customer_number = %s", (customer_number,)).fetchall()
+    key = keyring.data_key(conn, customer_number, create=False) if rows else None
     registered, slots = None, {}
-    for name, address, enabled, receives, pending in rows:
+    for name, stored, enabled, receives, pending in rows:
+        address = _open(key, stored)
         if name == mo.REGISTERED:
             registered = address
         else:
@@ -83,10 +114,10 @@ def rebuild(store, batch: int = 1000) -> int:
                 for event in events:
                     number = event.data.get("customer_number") or event.stream_name.split("-", 1)[1]
                     if event.type == "legacy_customer_imported":
-                        set_registered(conn, number, event.data.get("email"))
+                        set_registered(conn, store.keyring, number, event.data.get("email"))
                         count += 1
                     elif event.type in contract.ADDRESS_EVENT_TYPES:
-                        project(conn, number, [event])
+                        project(conn, store.keyring, number, [event])
                         count += 1
                 position = events[-1].global_position
     return count

@@ -30,7 +30,7 @@ from services.rpc import rpc_call
 rpc = nameko_rpc(expected_exceptions=(DomainError,))
 
 MAX_ATTEMPTS = 5
-_CUSTOMER_NUMBER = re.compile(r"^[0-9]{10}$")
+_CUSTOMER_NUMBER = re.compile(r"^[0-9]{10}\Z")
 MSG_FORM = "入力内容に誤りがあります。各項目のメッセージをご確認ください。"
 
 
@@ -60,7 +60,7 @@ class SelectEmailMixin:
     def _book(self, number: str) -> tuple[str | None, addresses.Book]:
         book = addresses.fold(self.store.read_stream(contract.address_stream(number)))
         with self.store.pool.connection() as conn:
-            registered, _ = addresses_projection.load(conn, number)
+            registered, _ = addresses_projection.load(conn, self.store.keyring, number)
         return registered, book
 
     def _decide(self, number: str, decide) -> tuple[str | None, addresses.Book, list]:
@@ -71,7 +71,7 @@ class SelectEmailMixin:
             try:
                 with self.store.transaction() as conn:
                     self.store.append(stream, events, book.version, self.context, conn=conn)
-                    addresses_projection.project(conn, number, events)
+                    addresses_projection.project(conn, self.store.keyring, number, events)
                 return registered, addresses.fold(events, book), events
             except ConcurrencyConflict:
                 continue
@@ -89,7 +89,7 @@ class SelectEmailMixin:
         """Where a mail notification password would go now (masked); refuses when nowhere."""
         number = _customer_number(customer_number)
         with self.store.pool.connection() as conn:
-            registered, book = addresses_projection.load(conn, number)
+            registered, book = addresses_projection.load(conn, self.store.keyring, number)
         recipients = addresses.mail_otp_recipients(registered, book, mo.TO_DESTINATIONS)
         if not recipients:
             raise Conflict(addresses.MSG_NO_DESTINATION, addresses.CODE_NO_DESTINATION)

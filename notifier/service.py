@@ -25,7 +25,6 @@ import functools
 import os
 import re
 
-from nameko.events import event_handler
 from nameko.rpc import rpc as nameko_rpc
 from nameko.timer import Timer
 
@@ -37,7 +36,7 @@ from notifier.config import MailConfig
 from notifier.mail import TemplateError, mail_id_for, message_id_for, render
 from services.dependencies import Clock, EventStoreProvider, Logger
 from services.eventstore import NO_STREAM
-from services.handlers import decode, handled_once, handles
+from services.handlers import event_handler, handles, run_handler
 from services.logging import mask_email
 from services.ping import PingMixin
 from notifier.select_email import SelectEmailMixin
@@ -66,9 +65,10 @@ def mails_from(source_service: str, event_type: str):
     def decorate(method):
         @functools.wraps(method)
         def wrapper(self, body):
-            event = decode(body, self.store)
-            ran, mail_ids = handled_once(self.store, f"{self.name}.{method.__name__}", event,
-                                         lambda conn: method(self, event, conn))
+            # With the retries and requeueing of every other handler (a dead database
+            # connection must not lose the event and with it the customer's mail).
+            event, ran, mail_ids = run_handler(self.store, f"{self.name}.{method.__name__}", body,
+                                               lambda event, conn: method(self, event, conn), self.log)
             if not ran:
                 self.log.info("duplicate_event_ignored", event_id=str(event.event_id))
                 return
@@ -105,7 +105,7 @@ class NotifierService(SelectEmailMixin, PingMixin):
             # The code ended (superseded, used, expired) before it reached us: never send it.
             self.log.info("mail_otp_withdrawn", issue_id=d.get("issue_id"))
             return []
-        registered, book = addresses_projection.load(conn, d["customer_number"])
+        registered, book = addresses_projection.load(conn, self.store.keyring, d["customer_number"])
         operation = d.get("operation") if isinstance(d.get("operation"), dict) else {}
         recipients = addresses.mail_otp_recipients(registered, book, d.get("destination"), operation.get("address"))
         if not recipients:
@@ -118,7 +118,7 @@ class NotifierService(SelectEmailMixin, PingMixin):
     def on_operation_authorized(self, event: RecordedEvent, conn):
         """取引受付メール from am-bk.co.jp to the registered address and every used select address."""
         d = event.data
-        registered, book = addresses_projection.load(conn, d["customer_number"])
+        registered, book = addresses_projection.load(conn, self.store.keyring, d["customer_number"])
         operation = d.get("operation") if isinstance(d.get("operation"), dict) else {}
         recipients = addresses.acceptance_recipients(registered, book, operation)
         return self._queue(event, conn, templates.orders_for_operation_authorized(event, recipients))
@@ -134,7 +134,7 @@ class NotifierService(SelectEmailMixin, PingMixin):
     def on_legacy_customer_imported(self, event: RecordedEvent, conn):
         """The registered address (the legacy record's e-mail) — the notifier's own copy."""
         number = event.data.get("customer_number") or event.stream_id
-        addresses_projection.set_registered(conn, number, event.data.get("email"))
+        addresses_projection.set_registered(conn, self.store.keyring, number, event.data.get("email"))
 
     @handles("eventstore", "subject_key_shredded")
     def on_subject_key_shredded(self, event: RecordedEvent, conn):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from contracts import otp as contract
-from contracts.errors import Conflict, Locked, NotFound, Unauthenticated, ValidationFailed
+from contracts.errors import Conflict, Forbidden, Locked, NotFound, Unauthenticated, ValidationFailed
 from contracts.events import NewEvent, RecordedEvent
 
 DEFAULT_ACTIVATION_MAX_FAILURES = 5      # R-RBA-2: wrong activation passwords void the application
@@ -50,7 +50,7 @@ MSG_NO_CALLABLE_PHONE = ("電話番号認証が可能な電話番号のご登録
                          "お取引店でお届出電話番号の変更をお手続きください。")
 CODE_NO_CALLABLE_PHONE = "no_callable_phone"
 MSG_APPLICATION_IN_PROGRESS = ("お申し込み中のワンタイムパスワード利用申請があります。電話番号認証を完了するか、"
-                               "受付時間（120秒）が過ぎてからもう一度お申し込みください。")
+                               "電話番号認証の受付時間が過ぎてからもう一度お申し込みください。")
 CODE_APPLICATION_IN_PROGRESS = "otp_application_in_progress"
 MSG_TOKEN_ACTIVE = ("既にワンタイムパスワードをご利用中です。機種変更などで再度お申し込みになる場合は、"
                     "トークンの利用解除を行ってからお申し込みください。")
@@ -111,13 +111,15 @@ CODE_NOT_LOCKED = "otp_not_locked"
 # (consecutive or trailing), because Japanese mobile carriers issued such addresses for years
 # (「taro..yamada.@docomo.ne.jp」) and they still receive mail; the guide asks for 半角英数字記号,
 # so the address is ASCII. The domain needs a dot and a letter TLD.
-_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{1,64}$")
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?$")
-_TLD = re.compile(r"^[A-Za-z]{2,63}$")
-_DIGITS = re.compile(r"^[0-9]{4,8}$")
-_OTP = re.compile(r"^[0-9]{6}$")
-_APP_INSTANCE = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
-_PURPOSE = re.compile(r"^[a-z][a-z_]{0,31}$")
+# \Z, not $: "$" also matches before a trailing newline, so "482913\n" and
+# "a@example.jp\n" passed (issue 7).
+_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{1,64}\Z")
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\Z")
+_TLD = re.compile(r"^[A-Za-z]{2,63}\Z")
+_DIGITS = re.compile(r"^[0-9]{4,8}\Z")
+_OTP = re.compile(r"^[0-9]{6}\Z")
+_APP_INSTANCE = re.compile(r"^[A-Za-z0-9._:\-]{8,128}\Z")
+_PURPOSE = re.compile(r"^[a-z][a-z_]{0,31}\Z")
 
 
 def valid_email(address: str) -> bool:
@@ -387,6 +389,16 @@ class ActivateToken:
     period: int = 30
     max_failures: int = DEFAULT_ACTIVATION_MAX_FAILURES
     max_tokens: int = DEFAULT_MAX_TOKENS_PER_APP
+    request_key: str | None = None         # request_key_of(app, Idempotency-Key), if the app sent one
+
+
+def request_key_of(app_instance_id: str, idempotency_key) -> str | None:
+    """What the token remembers of the activation request's ``Idempotency-Key`` (a hash bound
+    to the app instance), so that exactly this request — and no other — can be answered again."""
+    if not isinstance(idempotency_key, str) or not 8 <= len(idempotency_key) <= 200:
+        return None
+    import hashlib
+    return hashlib.sha256(f"{app_instance_id}\n{idempotency_key}".encode()).hexdigest()
 
 
 def check_activatable(state: Application) -> None:
@@ -397,6 +409,37 @@ def check_activatable(state: Application) -> None:
         raise Conflict(MSG_APPLICATION_VOID, CODE_APPLICATION_VOID, reason=state.reason)
     if state.status != contract.ISSUED:
         raise NotFound(MSG_ACTIVATION_NOT_FOUND, CODE_ACTIVATION_NOT_FOUND)
+
+
+# A lost answer (the reply dropped with a broker connection, the gateway's RPC deadline) must
+# not strand the customer: the IDs are used up, and the secret was shown nowhere else. The
+# very same request — same app instance, same Idempotency-Key, right activation password — may
+# therefore be answered again, for a short while and only until the token is first used. Any
+# other use of the three values stays refused (R-INI-6: never usable again).
+ACTIVATION_REPLAY_SECONDS = 600
+
+
+def replayable_activation(token_events, app_instance_id: str, request_key: str | None, now: datetime,
+                          window: float = ACTIVATION_REPLAY_SECONDS) -> dict | None:
+    """The ``token_activated`` data whose answer may be repeated to this request now, or None
+    (no or another key, another app, too late, or the token was used, locked or released)."""
+    if not request_key:
+        return None
+    activated, name = None, None
+    for e in token_events:
+        if e.type == contract.TOKEN_ACTIVATED.name:
+            activated = e.data
+        elif e.type == contract.TOKEN_DISPLAY_NAME_SET.name:
+            name = e.data.get("display_name")
+        else:
+            return None
+    if (activated is None or activated.get("app_instance_id") != app_instance_id
+            or activated.get("request_key") != request_key):
+        return None
+    age = (now - datetime.fromisoformat(activated["activated_at"])).total_seconds()
+    if not 0 <= age <= window:
+        return None
+    return {**activated, "display_name": name or activated["display_name"]}
 
 
 def check_token_room(cmd: ActivateToken) -> None:
@@ -428,7 +471,8 @@ def decide_activation(cmd: ActivateToken, state: Application) -> tuple[list[NewE
             "token_serial": cmd.token_serial, "customer_number": state.customer_number,
             "application_id": state.application_id, "app_instance_id": cmd.app_instance_id,
             "display_name": name, "secret": cmd.sealed_secret, "algorithm": cmd.algorithm,
-            "digits": cmd.digits, "period": cmd.period, "activated_at": cmd.now.isoformat()})],
+            "digits": cmd.digits, "period": cmd.period, "activated_at": cmd.now.isoformat(),
+            **({"request_key": cmd.request_key} if cmd.request_key else {})})],
     )
 
 
@@ -522,6 +566,21 @@ class ReleaseToken:
     customer_number: str
     reason: str
     now: datetime
+
+
+RELEASE_BY_CUSTOMER = "customer_request"
+RELEASE_BY_OPERATOR = "operator_procedure"     # lost phone / OTP card: the paper procedure (R-LEG-4)
+
+
+def operator_release(active_serials: list[str], customer_number: str, by_operator: bool,
+                     now: datetime) -> list[ReleaseToken]:
+    """The operator's release of every active token of the customer (R-LEG-4): the same
+    ReleaseToken rule as the customer's own release, without the OTP the customer has lost."""
+    if not by_operator:
+        raise Forbidden()
+    if not active_serials:
+        raise NotFound(MSG_NO_TOKEN, CODE_NO_TOKEN)
+    return [ReleaseToken(serial, customer_number, RELEASE_BY_OPERATOR, now) for serial in active_serials]
 
 
 def decide_token(cmd, state: Token) -> list[NewEvent]:

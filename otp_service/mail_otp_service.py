@@ -30,7 +30,7 @@ from services.rpc import rpc_call
 rpc = nameko_rpc(expected_exceptions=(DomainError,))
 
 MAX_ATTEMPTS = 5    # optimistic-concurrency retries before answering 409
-_CUSTOMER_NUMBER = re.compile(r"^[0-9]{10}$")
+_CUSTOMER_NUMBER = re.compile(r"^[0-9]{10}\Z")
 
 
 def _customer_number(value) -> str:

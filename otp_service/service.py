@@ -44,9 +44,9 @@ UNAMBIGUOUS = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 USER_ID_LENGTH = 16                   # R-INI-5: 16 characters (≈ 79 random bits)
 TOKEN_SERIAL_LENGTH = 12
 
-_CUSTOMER_NUMBER = re.compile(r"^[0-9]{10}$")
-_TOKEN_SERIAL = re.compile(rf"^[{UNAMBIGUOUS}]{{{TOKEN_SERIAL_LENGTH}}}$")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_CUSTOMER_NUMBER = re.compile(r"^[0-9]{10}\Z")
+_TOKEN_SERIAL = re.compile(rf"^[{UNAMBIGUOUS}]{{{TOKEN_SERIAL_LENGTH}}}\Z")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 
 def new_user_id() -> str:
@@ -98,10 +98,15 @@ class OtpService(MailOtpMixin, PingMixin):
         caller = self._callable_phone(number, body["phone_id"])
         verifier = passwords.hash_secret(body["activation_password"])
         application_id = str(uuid.uuid4())
-        started = rpc_call(self.phone_auth.start_verification, application_id, number, caller)
         stream = contract.application_stream(application_id)
         with self.store.transaction() as conn:
+            # The verification starts only under the customer's lock, after checking again:
+            # two devices applying at once must not leave the loser's verification (and its
+            # expiry event) behind in phone_auth. The loser gets otp_application_in_progress.
             projection.lock(conn, "customer", number)
+            domain.check_may_apply(projection.customer_applications(conn, number, self.clock.now(),
+                                                                    settings.grace))
+            started = rpc_call(self.phone_auth.start_verification, application_id, number, caller)
             now = self.clock.now()
             cmd = domain.SubmitApplication(
                 application_id=application_id, customer_number=number, email=body["email"],
@@ -202,9 +207,10 @@ class OtpService(MailOtpMixin, PingMixin):
     # -- step 8: activation in the OTP app -----------------------------------------------------------
 
     @rpc
-    def activate(self, body, app_instance_id):
+    def activate(self, body, app_instance_id, idempotency_key=None):
         body = _load(contract.ActivateRequest, body)
         instance = domain.check_app_instance_id(app_instance_id)
+        request_key = domain.request_key_of(instance, idempotency_key)
         if body["agreed"] is not True:
             raise ValidationFailed(domain.MSG_NOT_AGREED, domain.CODE_NOT_AGREED,
                                    errors={"agreed": [domain.MSG_NOT_AGREED]})
@@ -222,6 +228,10 @@ class OtpService(MailOtpMixin, PingMixin):
         stream = contract.application_stream(application_id)
         # Cheap refusals first (used up, voided, no room): no argon2 run, nothing counted.
         app = domain.fold_application(self.store.read_stream(stream))
+        if app.status == domain.ACTIVATED and app.token_serial and request_key:
+            again = self._activation_answer_again(app, instance, request_key, password)
+            if again is not None:
+                return again
         domain.check_activatable(app)
         with self.store.pool.connection() as conn:
             domain.check_token_room(self._activation(app, instance, False, "", {}, conn))
@@ -236,7 +246,8 @@ class OtpService(MailOtpMixin, PingMixin):
                     projection.lock(conn, "customer", app.customer_number)
                     projection.lock(conn, "app-instance", instance)
                     app = domain.fold_application(self.store.read_stream(stream, conn=conn))
-                    cmd = self._activation(app, instance, matched, serial, box.seal(serial, secret), conn)
+                    cmd = self._activation(app, instance, matched, serial, box.seal(serial, secret), conn,
+                                           request_key)
                     app_events, token_events = domain.decide_activation(cmd, app)
                     version = self.store.append(stream, app_events, app.version, self.metadata,
                                                 subject=app.customer_number, conn=conn)
@@ -260,14 +271,30 @@ class OtpService(MailOtpMixin, PingMixin):
                 "otpauth_uri": totp.provisioning_uri(secret, account=serial, issuer=contract.TOKEN_ISSUER),
                 "display_name": token_events[0].data["display_name"]}
 
-    def _activation(self, app, instance, matched, serial, sealed, conn) -> domain.ActivateToken:
+    def _activation_answer_again(self, app, instance: str, request_key, password: str) -> dict | None:
+        """The answer of an activation whose reply was lost (domain.replayable_activation);
+        None when it may not be repeated (then the IDs are simply used up, as before)."""
+        token = domain.replayable_activation(self.store.read_stream(contract.token_stream(app.token_serial)),
+                                             instance, request_key, self.clock.now())
+        if token is None or not passwords.verify_secret(app.verifier, password):
+            return None
+        secret = self.cfg.box.open(token["token_serial"], token["secret"])
+        self.log.info("token_activation_answer_repeated", application_id=app.application_id,
+                      token_serial=token["token_serial"])
+        return {"token_serial": token["token_serial"],
+                "otpauth_uri": totp.provisioning_uri(secret, account=token["token_serial"],
+                                                     issuer=contract.TOKEN_ISSUER),
+                "display_name": token["display_name"]}
+
+    def _activation(self, app, instance, matched, serial, sealed, conn, request_key=None) -> domain.ActivateToken:
         settings = self.cfg.settings
         return domain.ActivateToken(
             app_instance_id=instance, password_matched=matched, token_serial=serial, sealed_secret=sealed,
             now=self.clock.now(), tokens_on_instance=projection.tokens_on_instance(conn, instance),
             customer_has_active_token=projection.active_token(conn, app.customer_number) is not None,
             algorithm=totp.ALGORITHM, digits=totp.DIGITS, period=totp.PERIOD,
-            max_failures=settings.activation_max_failures, max_tokens=settings.max_tokens_per_app)
+            max_failures=settings.activation_max_failures, max_tokens=settings.max_tokens_per_app,
+            request_key=request_key)
 
     # -- step 9: the display name ----------------------------------------------------------------------
 
@@ -319,8 +346,7 @@ class OtpService(MailOtpMixin, PingMixin):
         for _ in range(MAX_ATTEMPTS):
             now = self.clock.now()
             with self.store.pool.connection() as conn:
-                token = projection.active_token(conn, number)
-                state = projection.customer_state(conn, number)
+                token, state = projection.token_and_state(conn, number)
             if token is None:
                 raise NotFound(domain.MSG_NO_TOKEN, domain.CODE_NO_TOKEN)
             domain.check_otp_usable(state, now, settings.lock_release)
@@ -334,7 +360,7 @@ class OtpService(MailOtpMixin, PingMixin):
                 # finds the step already used, so a code is accepted exactly once.
                 with self.store.transaction() as conn:
                     version = self.store.append(stream, events, state.version, self.metadata, conn=conn)
-                    projection.project_all(conn, stream, version, events)
+                    projection.project_customer_from(conn, state, version, events)
                 break
             except ConcurrencyConflict:
                 continue
@@ -403,3 +429,19 @@ class OtpService(MailOtpMixin, PingMixin):
             except ConcurrencyConflict:
                 continue
         raise ConcurrencyConflict(stream=stream)
+
+    @rpc
+    def release_tokens_by_operator(self, customer_number):
+        """Operators only (R-LEG-4, lost phone or OTP card): release the customer's active
+        token(s) without the OTP; the customer falls back to the mail notification password and
+        may apply for a new token. The operator and reason are in the events' metadata."""
+        number = _customer_number(customer_number)
+        with self.store.pool.connection() as conn:
+            serials = [r[0] for r in conn.execute(
+                "SELECT token_serial FROM otp.tokens WHERE customer_number = %s AND status = 'active' "
+                "ORDER BY token_serial", (number,)).fetchall()]
+        for cmd in domain.operator_release(serials, number, self.metadata.actor.kind == "operator",
+                                           self.clock.now()):
+            self._decide_token(cmd.token_serial, cmd)
+            self.log.info("token_released", token_serial=cmd.token_serial, by="operator")
+        return {"released": True, "token_serials": serials}

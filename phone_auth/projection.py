@@ -1,6 +1,7 @@
 """The read model ``phone_auth.verifications`` (deploy/sql/040_phone_auth.sql), kept by applying
 the verification events to it in the transaction that appends them. Applying an event twice
-(or an older one) changes nothing: each row remembers the stream version it reflects."""
+(or an older one) changes nothing: each row remembers the stream version it reflects.
+Rebuildable by replaying the ``phoneverif`` category (``rebuild``, used by ``tsunagi replay``)."""
 from __future__ import annotations
 
 import hashlib
@@ -50,6 +51,40 @@ def apply(conn, event_type: str, data: dict, stream_version: int, index: CallerI
     conn.execute(f"UPDATE phone_auth.verifications SET {change}, stream_version = %s, "
                  "updated_at = now() WHERE verification_id = %s AND stream_version < %s",
                  (*args, stream_version, vid, stream_version))
+
+
+_PROJECTED = frozenset(t.name for t in (c.PHONE_VERIFICATION_STARTED, c.PHONE_VERIFICATION_ATTEMPT_FAILED,
+                                        c.PHONE_VERIFICATION_SUCCEEDED, c.PHONE_VERIFICATION_EXPIRED))
+
+
+def settings_caller_index(settings=None) -> CallerIndex:
+    """The caller index the service uses: keyed by the current master key of FIELD_KEYS."""
+    from services import crypto
+    from services.config import Settings
+    master = next(iter(crypto.parse_master_keys((settings or Settings()).field_keys).values()))
+    return caller_index_function(master)
+
+
+def rebuild(store, *, batch: int = 5000, index: CallerIndex | None = None, progress=None) -> int:
+    """Empty the read model and replay the sealed ``phoneverif`` category into it. Returns the
+    events seen. (A verification whose customer was shredded reads its caller as redacted, so
+    its rebuilt caller index matches no phone: such a row can no longer be found by a call.)"""
+    index = index or settings_caller_index()
+    seen = 0
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM phone_auth.verifications")
+        position = 0
+        while True:
+            events = store.read_category(c.VERIFICATION_CATEGORY, position, batch, conn=conn)
+            if not events:
+                return seen
+            for event in events:
+                if event.type in _PROJECTED:    # (other types in the category change nothing)
+                    apply(conn, event.type, event.data, event.stream_version, index)
+            seen += len(events)
+            position = events[-1].global_position
+            if progress:
+                progress(seen)
 
 
 def as_status(row: dict) -> dict:

@@ -73,6 +73,10 @@ class Customer:
     counters: Mapping[str, lockout.Counter] = field(default_factory=lambda: MappingProxyType({}))
     known_environments: frozenset[str] = frozenset()
     challenges: Mapping[str, Challenge] = field(default_factory=lambda: MappingProxyType({}))
+    # Operator procedures (R-LEG-4): a temporary password must be changed before anything else.
+    login_password_change_required: bool = False
+    confirmation_password_change_required: bool = False
+    login_id: str | None = None                  # None: the customer number (the only login ID so far)
 
     def counter(self, credential: str) -> lockout.Counter:
         return self.counters.get(credential, lockout.Counter())
@@ -143,6 +147,27 @@ def evolve(state: Customer, event) -> Customer:
             state = _with_challenge(state, Challenge(d["challenge_id"], d["question_id"],
                                                      d["environment"], _ts(d["expires_at"])))
         return state
+    if t == "login_password_reissued":
+        state = _with_counter(state, LOGIN, lockout.Counter())
+        return replace(state, login_password_hash=d["temporary_password_hash"],
+                       login_password_change_required=True)
+    if t == "login_password_changed":
+        state = _with_counter(state, LOGIN, lockout.Counter())
+        return replace(state, login_password_hash=d["login_password_hash"],
+                       login_password_change_required=False)
+    if t == "confirmation_password_reset":
+        state = _with_counter(state, CONFIRMATION, lockout.Counter())
+        return replace(state, confirmation_password_hash=d["temporary_password_hash"],
+                       confirmation_password_change_required=True)
+    if t == "confirmation_password_changed":
+        state = _with_counter(state, CONFIRMATION, lockout.Counter())
+        return replace(state, confirmation_password_hash=d["confirmation_password_hash"],
+                       confirmation_password_change_required=False)
+    if t == "registered_phones_changed":
+        phones = d.get("phones")
+        return replace(state, phones=tuple(phones) if isinstance(phones, list) else state.phones)
+    if t == "login_id_initialised":
+        return replace(state, login_id=d.get("login_id"))
     if t == "environment_recognised":
         return replace(state, known_environments=state.known_environments | {d["environment"]})
     if t in ("challenge_passed", "challenge_failed"):
@@ -269,6 +294,49 @@ class UnlockCredential:
     credential: str
     now: datetime
     by_operator: bool
+
+
+# Operator procedures (R-LEG-4). The temporary password itself is generated (randomness) and
+# hashed (slow) by the service; only its argon2id hash reaches the decider and the log.
+
+@dataclass(frozen=True)
+class ReissueLoginPassword:
+    now: datetime
+    temporary_password_hash: str
+    by_operator: bool
+
+
+@dataclass(frozen=True)
+class ResetConfirmationPassword:
+    now: datetime
+    temporary_password_hash: str
+    by_operator: bool
+
+
+@dataclass(frozen=True)
+class ChangeRegisteredPhones:
+    now: datetime
+    phones: tuple[str, ...]                  # E.164, validated by procedures.registered_phones
+    by_operator: bool
+
+
+@dataclass(frozen=True)
+class InitialiseLoginId:
+    now: datetime
+    by_operator: bool
+
+
+@dataclass(frozen=True)
+class ChangeOnePassword:
+    """The customer changes the login or the confirmation password (after a procedure, or of
+    their own accord). ``current_ok``: the current password verified; ``same_as_other``: the new
+    one verifies against the other password's hash (R-INI-2: the two must differ)."""
+    credential: str                          # LOGIN | CONFIRMATION
+    now: datetime
+    current_ok: bool | None
+    same_as_other: bool | None = None
+    new_hash: str | None = None
+    policy: lockout.Policy = lockout.Policy()
 
 
 # -- decide ----------------------------------------------------------------------------------
@@ -401,6 +469,14 @@ def _login(cmd: Login, state: Customer) -> Decision:
     if cmd.otp_required and not cmd.otp_ok:
         # OTP issue hook: the OTP service counts its own failures; identity only refuses.
         return Decision(tuple(facts), error=Unauthenticated(msg.OTP_REQUIRED, "otp_required"))
+    if state.login_password_change_required:
+        # A temporary password from an operator (R-LEG-4) buys only the forced change: no
+        # customer session, so no secret-question step-up either (it comes at the next login).
+        facts.append(Fact("login_succeeded", {"environment": cmd.environment, "method": "temporary_password",
+                                              "next_step": "login_password_change"}))
+        return Decision(tuple(facts), result={"status": "password_change_required",
+                                              "customer_number": state.customer_number,
+                                              "next_step": "login_password_change"})
     if environment_known(state, cmd.environment):
         facts.append(Fact("login_succeeded", {"environment": cmd.environment, "method": "password"}))
         return Decision(tuple(facts), result={"status": "ok", "customer_number": state.customer_number})
@@ -445,6 +521,9 @@ def _verify_confirmation(cmd: VerifyConfirmationPassword, state: Customer) -> De
         error = _locked(CONFIRMATION) if counter.locked else Unauthenticated(
             msg.CONFIRMATION_PASSWORD_WRONG, "invalid_confirmation_password")
         return Decision(tuple(facts), error=error)
+    pending = change_required(state)
+    if pending:
+        return Decision(tuple(facts), error=_change_required(pending))
     facts.append(Fact("confirmation_password_verified", {}))
     return Decision(tuple(facts), result={"ok": True})
 
@@ -464,6 +543,124 @@ def _unlock(cmd: UnlockCredential, state: Customer) -> Decision:
                     result={"credential": cmd.credential, "status": "unlocked"})
 
 
+def change_required(state: Customer) -> str | None:
+    """Which temporary password must be changed before any transaction or settings change
+    (every such change is authorised with the confirmation password), or None."""
+    if state.login_password_change_required:
+        return LOGIN
+    if state.confirmation_password_change_required:
+        return CONFIRMATION
+    return None
+
+
+def _change_required(credential: str) -> Forbidden:
+    detail = msg.LOGIN_PASSWORD_CHANGE_REQUIRED if credential == LOGIN else msg.CONFIRMATION_PASSWORD_CHANGE_REQUIRED
+    return Forbidden(detail, "password_change_required", credential=credential)
+
+
+def _procedure_allowed(by_operator: bool, state: Customer, *, migrated: bool = True) -> DomainError | None:
+    if not by_operator:
+        return Forbidden(msg.OPERATOR_ONLY, "operator_only")
+    if not state.exists:
+        return NotFound(msg.CUSTOMER_NOT_FOUND, "customer_not_found")
+    if migrated and not state.migrated:
+        return Conflict(msg.NOT_MIGRATED, "not_migrated")
+    return None
+
+
+def _unlock_fact(state: Customer, credential: str, now: datetime, by: str) -> list[Fact]:
+    if not state.counter(credential).locked:
+        return []
+    return [Fact("credential_unlocked", {"credential": credential, "by": by, "unlocked_at": now.isoformat()})]
+
+
+def _reissue_login(cmd: ReissueLoginPassword, state: Customer) -> Decision:
+    error = _procedure_allowed(cmd.by_operator, state)
+    if error:
+        return Decision(error=error)
+    facts = _unlock_fact(state, LOGIN, cmd.now, "operator")
+    facts.append(Fact("login_password_reissued", {
+        "temporary_password_hash": cmd.temporary_password_hash, "algorithm": "argon2id",
+        "reissued_at": cmd.now.isoformat(), "procedure": "reissue_login_password"}))
+    return Decision(tuple(facts), result={"status": "reissued", "next_step": "login_password_change",
+                                          "unlocked": bool(facts[:-1])})
+
+
+def _reset_confirmation(cmd: ResetConfirmationPassword, state: Customer) -> Decision:
+    error = _procedure_allowed(cmd.by_operator, state)
+    if error:
+        return Decision(error=error)
+    facts = _unlock_fact(state, CONFIRMATION, cmd.now, "operator")
+    facts.append(Fact("confirmation_password_reset", {
+        "temporary_password_hash": cmd.temporary_password_hash, "algorithm": "argon2id",
+        "reset_at": cmd.now.isoformat(), "procedure": "reset_confirmation_password"}))
+    return Decision(tuple(facts), result={"status": "reset", "unlocked": bool(facts[:-1])})
+
+
+def _change_phones(cmd: ChangeRegisteredPhones, state: Customer) -> Decision:
+    error = _procedure_allowed(cmd.by_operator, state, migrated=False)
+    if error:
+        return Decision(error=error)
+    if not cmd.phones:
+        raise ValueError("the service must validate the phones first")
+    if tuple(cmd.phones) == tuple(state.phones):
+        return Decision(error=Conflict(msg.PHONES_UNCHANGED, "phones_unchanged"))
+    return Decision((Fact("registered_phones_changed", {
+        "phones": list(cmd.phones), "phone_count": len(cmd.phones),
+        "previous_phone_count": len(state.phones), "changed_at": cmd.now.isoformat(),
+        "procedure": "change_phones"}),), result={"status": "changed"})
+
+
+def _initialise_login_id(cmd: InitialiseLoginId, state: Customer) -> Decision:
+    error = _procedure_allowed(cmd.by_operator, state, migrated=False)
+    if error:
+        return Decision(error=error)
+    # The login ID is the customer number (R-LEG-3, R-INI-9); initialising also lifts the lock
+    # of the password used with it (the legacy one until step 4, the new one after).
+    credential = LOGIN if state.migrated else LEGACY
+    facts = _unlock_fact(state, credential, cmd.now, "operator")
+    facts.append(Fact("login_id_initialised", {
+        "login_id": state.customer_number, "previous_login_id": state.login_id,
+        "initialised_at": cmd.now.isoformat(), "procedure": "initialise_login_id"}))
+    return Decision(tuple(facts), result={"status": "initialised", "login_id": state.customer_number,
+                                          "unlocked": [f.data["credential"] for f in facts[:-1]]})
+
+
+def _change_one_password(cmd: ChangeOnePassword, state: Customer) -> Decision:
+    if cmd.credential not in (LOGIN, CONFIRMATION):
+        raise ValueError(f"unknown credential {cmd.credential!r}")
+    if not state.exists:
+        return Decision(error=NotFound(msg.CUSTOMER_NOT_FOUND, "customer_not_found"))
+    if not state.migrated:     # before step 4 both passwords change together (R-INI-2)
+        return Decision(error=Conflict(msg.STEP_NOT_AVAILABLE, "step_not_available"))
+    if cmd.credential == CONFIRMATION and state.login_password_change_required:
+        return Decision(error=_change_required(LOGIN))
+    facts: list[Fact] = []
+    state = _release_if_due(state, cmd.credential, cmd.now, facts)
+    if state.counter(cmd.credential).is_locked(cmd.now):
+        return Decision(tuple(facts), error=_locked(cmd.credential))
+    field_prefix = "login" if cmd.credential == LOGIN else "confirmation"
+    if not _need(cmd.current_ok, "current_ok"):
+        counter = _failure(state, cmd.credential, "credential_check_failed", cmd.now, cmd.policy, facts,
+                           during=f"{field_prefix}_password_change")
+        if counter.locked:
+            return Decision(tuple(facts), error=_locked(cmd.credential))
+        field_name = f"current_{field_prefix}_password"
+        detail = msg.CURRENT_PASSWORD_WRONG.format(label=msg.LABELS[field_name])
+        return Decision(tuple(facts), error=ValidationFailed(detail, "current_password_incorrect",
+                                                             errors={field_name: [detail]}))
+    if _need(cmd.same_as_other, "same_as_other"):
+        field_name = f"new_{field_prefix}_password"
+        detail = msg.NEW_LOGIN_EQUALS_CONFIRMATION if cmd.credential == LOGIN else msg.NEW_CONFIRMATION_EQUALS_LOGIN
+        return Decision(tuple(facts), error=ValidationFailed(detail, errors={field_name: [detail]}))
+    was_temporary = state.login_password_change_required if cmd.credential == LOGIN \
+        else state.confirmation_password_change_required
+    facts.append(Fact(f"{cmd.credential}_changed", {
+        f"{cmd.credential}_hash": _need(cmd.new_hash, "new_hash"), "algorithm": "argon2id",
+        "replaced_temporary": was_temporary}))
+    return Decision(tuple(facts), result={"status": "changed"})
+
+
 _HANDLERS = {
     ImportLegacy: _import,
     LegacyLogin: _legacy_login,
@@ -472,4 +669,9 @@ _HANDLERS = {
     AnswerChallenge: _answer_challenge,
     VerifyConfirmationPassword: _verify_confirmation,
     UnlockCredential: _unlock,
+    ReissueLoginPassword: _reissue_login,
+    ResetConfirmationPassword: _reset_confirmation,
+    ChangeRegisteredPhones: _change_phones,
+    InitialiseLoginId: _initialise_login_id,
+    ChangeOnePassword: _change_one_password,
 }

@@ -52,6 +52,22 @@ CREDENTIAL_UNKNOWN = "認証情報の種類が正しくありません。"
 OPERATOR_ONLY = "この操作はお取引店の担当者のみ行えます。"
 OTP_REQUIRED = "ワンタイムパスワードを入力してください。"
 
+# -- operator procedures (R-LEG-4) and the forced changes after them ---------------------------
+NOT_MIGRATED = ("初回操作（パスワード変更）がお済みでないお客さまです。この手続きは初回操作の完了後に行えます。"
+                "『みちのくダイレクト』のパスワードの再発行は、旧システムの手続きによります。")
+LOGIN_PASSWORD_CHANGE_REQUIRED = (
+    "仮ログインパスワードでログインしています。お取引の前に、新しいログインパスワードへの変更をお願いします。")
+CONFIRMATION_PASSWORD_CHANGE_REQUIRED = (
+    "確認用パスワードが仮パスワードのままです。お取引や各種設定の変更の前に、"
+    "新しい確認用パスワードへの変更をお願いします。")
+PHONES_REQUIRED = "変更後の電話番号を1件以上指定してください。"
+PHONE_INVALID = "電話番号 {index} 件目は有効な日本国内の電話番号ではありません。"
+PHONES_TOO_MANY = "電話番号が多すぎます（最大{max}件）。"
+PHONES_UNCHANGED = "お届出の電話番号は既に指定の内容です。変更はありません。"
+CURRENT_PASSWORD_WRONG = "{label}が正しくありません。"
+NEW_LOGIN_EQUALS_CONFIRMATION = "新しいログインパスワードは確認用パスワードと異なるものを設定してください。"
+NEW_CONFIRMATION_EQUALS_LOGIN = "新しい確認用パスワードはログインパスワードと異なるものを設定してください。"
+
 # -- input shapes ----------------------------------------------------------------------------
 REQUIRED = "{label}を入力してください。"
 NOT_TEXT = "{label}は文字で入力してください。"
@@ -79,6 +95,7 @@ LABELS = {
     "records": "取込データ",
     "credential": "認証情報の種類",
     "phone_id": "電話番号",
+    "phones": "電話番号",
 }
 NEW_PASSWORD_FORMAT = "{label}は半角英数字6～12桁で入力してください。"
 LOGIN_PASSWORD_MIXED_CASE = "新しいログインパスワードは英大文字と英小文字を混在させてください（半角英数字・大小文字混在の6～12桁）。"

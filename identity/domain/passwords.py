@@ -86,3 +86,65 @@ def validate_password_change(body) -> PasswordChange:
         raise ValidationFailed(first, errors=errors)
     return PasswordChange(values["current_login_password"], values["new_login_password"],
                           values["current_confirmation_password"], values["new_confirmation_password"])
+
+
+# -- one password at a time (the forced change after an operator procedure, R-LEG-4) ----------
+
+@dataclass(frozen=True)
+class SingleChange:
+    credential: str               # "login_password" | "confirmation_password"
+    current: str
+    new: str
+
+
+_SINGLE_FIELDS = {"login_password": ("current_login_password", "new_login_password",
+                                     "new_login_password_confirmation"),
+                  "confirmation_password": ("current_confirmation_password", "new_confirmation_password",
+                                            "new_confirmation_password_confirmation")}
+
+
+def satisfies_rules(credential: str, value: str) -> bool:
+    """R-INI-2: 6–12 half-width alphanumerics; the login password in mixed case."""
+    if not NEW_PASSWORD.fullmatch(value):
+        return False
+    return credential != "login_password" or _mixed_case(value)
+
+
+def validate_single_change(credential: str, body) -> SingleChange:
+    """The rules of R-INI-2 for changing one password: format, the re-entry matches, new ≠
+    current. (new ≠ the other password needs its hash: the decider gets that as a fact.)"""
+    if credential not in _SINGLE_FIELDS:
+        raise ValueError(f"unknown credential {credential!r}")
+    if not isinstance(body, dict):
+        raise inputs.fail("body", msg.NOT_TEXT.format(label=msg.LABELS["body"]))
+    current_f, new_f, again_f = _SINGLE_FIELDS[credential]
+    errors: dict[str, list[str]] = {}
+    values: dict[str, str] = {}
+    for field in (current_f, new_f, again_f):
+        value = body.get(field)
+        label = msg.LABELS[field]
+        if value is None or value == "":
+            errors.setdefault(field, []).append(msg.REQUIRED.format(label=label))
+        elif not isinstance(value, str):
+            errors.setdefault(field, []).append(msg.NOT_TEXT.format(label=label))
+        elif len(value) > inputs.MAX_PASSWORD:
+            errors.setdefault(field, []).append(msg.TOO_LONG.format(label=label))
+        elif field == current_f and not inputs.PASSWORD_CHARS.fullmatch(value):
+            errors.setdefault(field, []).append(msg.PASSWORD_CHARSET.format(label=label))
+        else:
+            values[field] = value
+    new = values.get(new_f)
+    if new is not None:
+        if not NEW_PASSWORD.fullmatch(new):
+            errors.setdefault(new_f, []).append(msg.NEW_PASSWORD_FORMAT.format(label=msg.LABELS[new_f]))
+        elif credential == "login_password" and not _mixed_case(new):
+            errors.setdefault(new_f, []).append(msg.LOGIN_PASSWORD_MIXED_CASE)
+        if again_f in values and values[again_f] != new:
+            errors.setdefault(again_f, []).append(msg.CONFIRMATION_MISMATCH.format(label=msg.LABELS[again_f]))
+        if values.get(current_f) == new:
+            errors.setdefault(new_f, []).append(
+                msg.SAME_AS_CURRENT_LOGIN if credential == "login_password" else msg.SAME_AS_CURRENT_CONFIRMATION)
+    if errors:
+        first = next(iter(errors.values()))[0]
+        raise ValidationFailed(first, errors=errors)
+    return SingleChange(credential, values[current_f], values[new_f])
