@@ -22,7 +22,7 @@ from gateway.http import api
 from services.config import Settings
 
 HEALTH_TIMEOUT = 2.0
-SERVICES = ("identity", "secret_questions", "otp_service", "phone_auth", "notifier")
+SERVICES = ("identity", "secret_questions", "passkeys", "otp_service", "phone_auth", "notifier")
 
 
 class DependencyStatusSchema(Schema):

@@ -4,7 +4,7 @@ Everything a route has in common happens here, before the route method runs: the
 correlation id, the body limits and decoding, marshmallow validation, the session, and the
 Nameko context data every RPC carries. The route method only orchestrates service calls;
 whatever it raises becomes an RFC 9457 problem with a stable ``code`` and a Japanese
-``detail``. See ``/work/notes/GATEWAY_CORE.md`` for the contract route authors rely on.
+``detail``. The docstring of ``api`` below is the contract route authors rely on.
 """
 from __future__ import annotations
 
@@ -33,13 +33,15 @@ from contracts.errors import DomainError, Forbidden, NotFound, Unauthenticated, 
 from services import logging as tlog
 from services.dependencies import ACTOR_ID, ACTOR_KIND, CLIENT_ADDRESS, CORRELATION_ID
 from gateway.sessions import Session, SessionProvider
+from gateway import web_session
+from gateway import ratelimit
 
 MAX_BODY = 64 * 1024
 SESSION_COOKIE = "tsunagi_session"
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
 AUTH_KINDS = (None, "migration", "customer", "any")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}\Z")   # \Z: "$" lets a trailing newline in
 
 # Problems the gateway itself raises (the services' own codes live in contracts.errors).
 INVALID_JSON = ("invalid_json", "リクエストの形式が正しくありません。")
@@ -89,6 +91,8 @@ def problem(status: int, code: str, detail: str, /, **extra) -> Response:
     response = Response(_dumps(body), status=status, mimetype=PROBLEM_JSON)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="tsunagi"'
+    if status == 429 and extra.get("retry_after") is not None:
+        response.headers["Retry-After"] = str(extra["retry_after"])
     return response
 
 
@@ -198,6 +202,7 @@ class Route:
     handler: str
     max_body: int
     responses: tuple = ()  # ((status, schema or JSON-schema dict), ...) documented besides `status`
+    rate_limit: str | None = None  # policy of gateway.ratelimit (per client address), or None
 
     @property
     def operation_id(self) -> str:
@@ -235,7 +240,8 @@ def _schema(value):
 
 def api(method: str, path: str, *, body=None, response=None, auth: str | None = None,
         status: int = 200, summary: str = "", tags=(), query=None, max_body: int = MAX_BODY,
-        description: str | None = None, responses: dict | None = None):
+        description: str | None = None, responses: dict | None = None,
+        rate_limit: str | None = None):
     """Make a mixin method an HTTP route: ``method(self, req: ApiRequest)``.
 
     ``body``/``response``/``query`` are marshmallow schema classes (or instances, e.g.
@@ -244,10 +250,14 @@ def api(method: str, path: str, *, body=None, response=None, auth: str | None = 
     ``status``, dumped through ``response`` if given), a ``(status, payload)`` tuple, or a
     werkzeug ``Response``. ``responses`` documents other statuses the route itself returns
     with a JSON body (``{503: HealthSchema}``); problem responses are documented already.
+    ``rate_limit``: a policy of ``gateway.ratelimit`` ("login", "activation"): requests per
+    client address are counted before anything else and refused with 429 past the limit.
     """
     method = method.upper()
     if auth not in AUTH_KINDS:
         raise ValueError(f"auth must be one of {AUTH_KINDS}, not {auth!r}")
+    if rate_limit is not None and rate_limit not in ratelimit.POLICIES:
+        raise ValueError(f"rate_limit must be one of {sorted(ratelimit.POLICIES)}, not {rate_limit!r}")
 
     def decorate(fn):
         openapi_path, rule, params = _split_path(path)
@@ -257,7 +267,7 @@ def api(method: str, path: str, *, body=None, response=None, auth: str | None = 
             summary=summary or (fn.__doc__ or "").strip().split("\n")[0],
             description=description if description is not None else (fn.__doc__ or "").strip(),
             tags=tuple(tags), handler=fn.__name__, max_body=max_body,
-            responses=tuple(sorted((responses or {}).items())))
+            responses=tuple(sorted((responses or {}).items())), rate_limit=rate_limit)
         ROUTES.append(route)
         fn.__api_route__ = route
         return ApiEntrypoint.decorator(method, rule, route=route,
@@ -335,6 +345,7 @@ class ApiEntrypoint(HttpRequestHandler):
         self.body_schema = _schema(self.route.body)
         self.query_schema = _schema(self.route.query)
         self.response_schema = _schema(self.route.response)
+        self.rate_limits = ratelimit.limits_for(self.container) if self.route.rate_limit else None
 
     def get_url_rule(self):
         return Rule(self.url, methods=[self.method])
@@ -344,6 +355,7 @@ class ApiEntrypoint(HttpRequestHandler):
         started = time.monotonic()
         cid = correlation_id_of(request)
         try:
+            web_session.before_route(request, self.route.auth, self.container.config)
             api_request = self._prepare(request, cid)
             context_data = {CORRELATION_ID: cid, CLIENT_ADDRESS: api_request.client.address}
             if api_request.session is not None:
@@ -354,6 +366,7 @@ class ApiEntrypoint(HttpRequestHandler):
                 self, (api_request,), {}, context_data=context_data,
                 handle_result=partial(self.handle_result, event))
             response = self._response_from_result(event.wait())
+            response = web_session.after_route(request, response, self.container.config)
         except Exception as exc:  # every failure leaves as a problem, never as a traceback
             response = self._response_from_exception(exc, cid, request)
         _add_correlation_id(response, cid)
@@ -367,6 +380,8 @@ class ApiEntrypoint(HttpRequestHandler):
 
     def _prepare(self, request: Request, cid: str) -> ApiRequest:
         route = self.route
+        if self.rate_limits is not None:   # first: a refused request costs no parsing
+            self.rate_limits.check(route.rate_limit, request.remote_addr)
         # One byte over the limit, so that reading a chunked body that is too large returns
         # more than the limit (werkzeug stops at the cap without saying so).
         request.max_content_length = route.max_body + 1
@@ -439,7 +454,7 @@ class ApiEntrypoint(HttpRequestHandler):
             return problem(413, *TOO_LARGE, correlation_id=cid, max_bytes=self.route.max_body)
         if isinstance(exc, ValidationError):
             exc = validation_problem(exc)
-        if isinstance(exc, ContainerBeingKilled):
+        if isinstance(exc, ContainerBeingKilled) or _database_unavailable(exc):
             exc = Unavailable()
         if isinstance(exc, DomainError):
             return problem(exc.status, exc.code, exc.detail, **{**exc.extra, "correlation_id": cid})
@@ -449,6 +464,13 @@ class ApiEntrypoint(HttpRequestHandler):
                    path=request.path, error_type=_error_type(exc),
                    traceback="".join(traceback.format_exception(exc)))
         return problem(500, *INTERNAL, correlation_id=cid)
+
+
+def _database_unavailable(exc: Exception) -> bool:
+    """The gateway's own database connection (sessions) went away: retryable, so a 503."""
+    import psycopg
+    import psycopg_pool
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout))
 
 
 def _error_type(exc: Exception) -> str:

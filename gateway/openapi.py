@@ -22,15 +22,61 @@ OPENAPI_VERSION = "3.0.3"
 
 _PROBLEMS = {
     "400": "Malformed request (`invalid_json`, `invalid_encoding`)",
-    "401": "No live session (`unauthenticated`)",
-    "403": "Session of the wrong kind, or not allowed (`forbidden`)",
+    "401": "No live session (`unauthenticated`), or credentials refused by the service",
+    "403": "Session of the wrong kind, a cross-site cookie request, or not allowed now",
+    "404": "No such resource, or not the caller's (`not_found` and the service's codes)",
+    "409": "Not possible in the current state, or a concurrent update (`conflict` family)",
     "413": "Body larger than allowed (`payload_too_large`)",
     "415": "Body not sent as `application/json` (`unsupported_media_type`)",
     "422": "Body or query failed validation (`validation_failed`, `errors` per field)",
+    "423": "Locked after too many wrong entries (`credential_locked` and similar)",
+    "429": "Too many requests from this address (`rate_limited`); wait `Retry-After` seconds",
     "500": "Unexpected failure (`internal_error`); quote the correlation id",
     "503": "A service did not answer in time (`service_unavailable`)",
 }
 _TAG_DESCRIPTIONS = {"system": "Health and description of the API"}
+_UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+# Problems the services answer (contracts.errors raised in identity, otp_service, notifier,
+# secret_questions; the route docstrings name the codes), per operation id. The gateway's own
+# problems follow from the route itself (see ``_problem_codes``). tests/unit/test_openapi_problems.py
+# keeps the keys honest; the fuzz test checks every answered status is listed. 409 wherever
+# a command appends events: `concurrent_update` once its optimistic retries are used up.
+_DOMAIN_PROBLEMS: dict[str, tuple[int, ...]] = {
+    # invalid_credentials / otp_required / challenge_invalid / wrong_answer; before_cutover,
+    # password_change_required; already_migrated; credential_locked
+    "login": (401, 403, 409, 423),
+    "login_challenge": (401, 409, 423),
+    "migration_login": (401, 403, 409, 423),
+    "webauthn_login_options": (),      # an unknown login id gets a decoy, not a problem
+    "webauthn_login": (401, 403, 409, 423),
+    # step_not_available, concurrent_update; current_password / confirmation locks
+    "register_secret_questions": (409,),
+    "change_passwords": (409, 423),
+    "change_login_password": (409, 423),
+    "change_confirmation_password": (409, 423),
+    "my_phones": (404,),
+    # OTP: phone_not_found / no_callable_phone / otp_application_in_progress / token_active;
+    # activation_password_wrong, activation_not_found, activation_attempts_exceeded
+    "apply_for_otp": (401, 404, 409, 423),
+    "otp_application_status": (),
+    "activate_otp_app": (401, 404, 409, 423),
+    "set_token_display_name": (409,),     # token_not_found is a 404 of the path id
+    "verify_otp_step_up": (401, 404, 409, 423),
+    "release_otp_token": (401, 404, 409, 423),
+    # mail OTP, authorization, select e-mail (R-MAIL-*)
+    "issue_mail_otp": (409, 423),
+    "authorize_transaction": (401, 404, 409, 423),
+    "change_notification_addresses": (401, 404, 409, 423),
+    "confirm_notification_address": (401, 404, 409, 423),
+    # passkeys: webauthn_challenge_invalid, passkey_already_registered / passkey_limit_reached,
+    # password_login_required, passkey_not_found
+    "webauthn_register_options": (409,),
+    "webauthn_register": (401, 409),
+    "webauthn_remove_credential": (409,),
+    "telephony_inbound_call": (),         # invalid_signature: the 403 of an unsafe method
+    "demo_inbound_call": (404,),          # demo_mode_off (DEMO_MODE unset)
+}
 
 
 def _version() -> str:
@@ -42,6 +88,24 @@ def _version() -> str:
 
 def _problem_response(description: str) -> dict:
     return {"description": description, "content": {PROBLEM_JSON: {"schema": ProblemSchema}}}
+
+
+def _problem_codes(route) -> set[str]:
+    """Every problem status the route can answer: the gateway's own, then the services'."""
+    codes = {500, 503, *_DOMAIN_PROBLEMS.get(route.handler, ())}
+    if route.body is not None:
+        codes |= {400, 413, 415, 422}
+    elif route.query is not None:
+        codes.add(422)
+    if route.auth is not None:            # no live session; a session of the other kind
+        codes |= {401, 403}
+    if route.method in _UNSAFE:           # the cookie transport's cross-origin / CSRF guard
+        codes.add(403)
+    if route.path_params:                 # unknown id, or someone else's
+        codes.add(404)
+    if route.rate_limit is not None:
+        codes.add(429)
+    return {str(c) for c in codes}
 
 
 def _operation(route) -> dict:
@@ -66,17 +130,15 @@ def _operation(route) -> dict:
         op["responses"][str(status)] = {"description": HTTP_STATUS_CODES.get(status, "Other"),
                                         "content": {JSON: {"schema": schema}}}
 
-    codes = ["500", "503"]
-    if route.body is not None:
-        codes += ["400", "413", "415", "422"]
-    elif route.query is not None:
-        codes += ["422"]
     if route.auth is not None:
-        codes += ["401", "403"]
         op["security"] = [{"bearerAuth": []}, {"sessionCookie": []}]
         op["x-session-kind"] = route.auth
-    for code in sorted(set(codes)):
+    for code in sorted(_problem_codes(route)):
         op["responses"].setdefault(code, _problem_response(_PROBLEMS[code]))
+    if "429" in op["responses"]:
+        op["responses"]["429"]["headers"] = {"Retry-After": {
+            "description": "Whole seconds until this address may try again",
+            "schema": {"type": "integer", "minimum": 1}}}
     return op
 
 

@@ -17,7 +17,7 @@ class LoginRoutes:
     """Mixed into ``gateway.service.GatewayService``."""
 
     @api("POST", "/api/v1/login", body=schemas.LoginRequest, response=schemas.LoginResponse,
-         tags=TAGS, summary="ログイン（ログインID・ログインパスワード、OTP利用者はワンタイムパスワード）")
+         tags=TAGS, rate_limit="login", summary="ログイン（ログインID・ログインパスワード、OTP利用者はワンタイムパスワード）")
     def login(self, req):
         """Login ID (the customer number for migrated customers) and login password, plus the
         OTP for customers with an active token. From an environment (device, or network and
@@ -44,6 +44,10 @@ class LoginRoutes:
     def _login_outcome(self, result: dict) -> dict:
         if result.get("status") == "ok":
             return {"session_token": self.sessions.create(result["customer_number"], "customer")}
+        if result.get("status") == "password_change_required":
+            # A temporary password from an operator (R-LEG-4): a session that can only change it.
+            return {"session_token": self.sessions.create(result["customer_number"], "migration"),
+                    "next_step": "login_password_change"}
         if result.get("status") == "challenge":
             question = result["question"]
             return {"challenge": "secret_question", "challenge_id": result["challenge_id"],

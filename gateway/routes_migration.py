@@ -34,7 +34,7 @@ class MigrationRoutes:
     ``secret_questions`` and ``sessions``)."""
 
     @api("POST", "/api/v1/migration/login", body=schemas.MigrationLoginRequest,
-         response=schemas.MigrationLoginResponse, tags=TAGS,
+         response=schemas.MigrationLoginResponse, tags=TAGS, rate_limit="login",
          summary="手順2 ログイン: 『みちのくダイレクト』のお客さま番号とログインパスワード")
     def migration_login(self, req):
         """Starts the initial operation with the old service's customer number (10 digits) and

@@ -38,7 +38,7 @@ class OtpRoutes:
          summary="手順5 ワンタイムパスワード利用申請（電話番号認証の開始）")
     def apply_for_otp(self, req):
         """メールアドレス（2回）、利用開始パスワード（数字4～8桁、2回）、電話番号（phone_id）、
-        確認用パスワード。受け付けると着信認証の受付（120秒）が始まり、発信元（下4桁）と
+        確認用パスワード。受け付けると着信認証の受付（既定 120 秒、PHONE_VERIFICATION_SECONDS）が始まり、発信元（下4桁）と
         認証先電話番号を返します。"""
         return rpc_call(self.otp_service.apply, req.session.customer_number, req.body)
 
@@ -58,11 +58,17 @@ class OtpRoutes:
         return status
 
     @api("POST", "/api/v1/otp-app/activate", body=contract.ActivateRequest,
-         response=contract.ActivateResult, tags=APP_TAGS,
+         response=contract.ActivateResult, tags=APP_TAGS, rate_limit="activation",
          summary="手順8 ワンタイムパスワード初期設定（OTPアプリ、ヘッダー X-App-Instance-ID）")
     def activate_otp_app(self, req):
         """サービスID・ユーザID・利用開始パスワード・同意で TOTP トークンを発行し、
-        ``otpauth://`` URI を一度だけ返します。3つの値はこの後二度と使えません。"""
+        ``otpauth://`` URI を一度だけ返します。3つの値はこの後二度と使えません。
+        ヘッダー `Idempotency-Key`（8～200文字、任意）を付けた要求は、応答が届かなかった場合に
+        同じキー・同じアプリ・同じ利用開始パスワードで再送すると、トークンの初回利用前かつ
+        10分以内に限り同じ応答を返します（それ以外の再利用は従来どおり拒否）。"""
+        key = req.request.headers.get("Idempotency-Key")
+        if key:
+            return rpc_call(self.otp_service.activate, req.body, app_instance_of(req), idempotency_key=key)
         return rpc_call(self.otp_service.activate, req.body, app_instance_of(req))
 
     @api("PUT", "/api/v1/otp-app/tokens/{token_serial}/display-name", body=contract.DisplayNameRequest,
@@ -72,6 +78,18 @@ class OtpRoutes:
         """表示名は「青森みちのく銀行」＋任意の追加文言（全角8文字以内）。"""
         return rpc_call(self.otp_service.set_display_name, req.path["token_serial"], req.body.get("suffix"),
                         app_instance_id=app_instance_of(req))
+
+    @api("POST", "/api/v1/otp/verify", body=contract.StepUpRequest, response=contract.StepUpResult,
+         auth="customer", tags=TAGS, summary="ワンタイムパスワードの確認（ステップアップ認証）")
+    def verify_otp_step_up(self, req):
+        """ログイン中のお客さまに、重要な画面（生体認証の登録、登録情報の照会など）の前で
+        現在のワンタイムパスワードだけを改めて確認します（確認用パスワードは不要）。
+        ±1ステップ、同じコードは一度だけ、5回続けて誤ると利用停止（ログインと共通の回数）。
+        Problems: `otp_format` (422), `otp_invalid` / `otp_already_used` (401), `otp_locked` (423),
+        `otp_not_in_use` (404)."""
+        verified = rpc_call(self.otp_service.verify_otp, req.session.customer_number, req.body["otp"],
+                            contract.STEP_UP)
+        return {"verified": True, "token_serial": verified["token_serial"], "purpose": contract.STEP_UP}
 
     @api("POST", "/api/v1/otp/tokens/release", body=contract.ReleaseRequest, response=contract.ReleaseResult,
          auth="any", tags=TAGS, summary="トークンの利用解除（機種変更など）")

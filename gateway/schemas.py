@@ -154,6 +154,8 @@ class LoginResponse(BaseSchema):
     challenge = fields.String(metadata={"description": "secret_question"})
     challenge_id = fields.String()
     question = fields.Nested(QuestionSchema)
+    next_step = fields.String(metadata={"description": "login_password_change: a temporary password "
+                                                      "(R-LEG-4) must be changed first"})
 
 
 class ChallengeRequest(BaseSchema):

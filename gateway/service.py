@@ -1,7 +1,7 @@
 """The gateway service: ``nameko run gateway.service``.
 
 Route authors add their mixin (e.g. ``MigrationRoutes`` from ``gateway/routes_migration.py``)
-to the bases below, one line each; see ``/work/notes/GATEWAY_CORE.md``.
+to the bases below, one line each; ``gateway/http.py`` describes what ``@api`` does for them.
 """
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from nameko.rpc import RpcProxy
 from gateway.health import HealthProbe, HealthRoutes
 from gateway.http import routes_of
 from gateway.openapi import OpenApiRoutes
+from gateway.routes_credentials import CredentialRoutes
 from gateway.routes_login import LoginRoutes
 from gateway.routes_migration import MigrationRoutes
 from gateway.routes_otp import OtpRoutes
 from gateway.routes_pc import PcRoutes
 from gateway.routes_telephony import TelephonyRoutes
+from gateway.routes_web import WebRoutes
+from gateway.routes_webauthn import WebAuthnRoutes
 from gateway.sessions import SessionProvider
 from services.dependencies import Config, EventStoreProvider
 
@@ -24,8 +27,11 @@ class GatewayService(
     OpenApiRoutes,
     TelephonyRoutes,
     MigrationRoutes, LoginRoutes,
+    CredentialRoutes,
     OtpRoutes,
     PcRoutes,
+    WebRoutes,
+    WebAuthnRoutes,
 ):
     name = "gateway"
 
