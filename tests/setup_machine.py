@@ -2,6 +2,7 @@
 Debian packages the end-to-end tests drive (installed once; a no-op when present)."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -16,11 +17,18 @@ DEBIAN_TOOLS: list[tuple[str, str]] = [
     ("kamailio", "kamailio"),
     # Ships only a module (no program to look for): installed together with kamailio.
     ("kamailio", "kamailio-rabbitmq-modules"),
+    # The browser the front-end tests drive through Playwright (tests/browser/); Playwright's
+    # own browser download does not work here, Debian's build does.
+    ("chromium", "chromium"),
+    # Japanese glyphs for the screenshots of the browser tests (without: tofu boxes). Not a
+    # program: an absolute path is checked for existence instead of looked up on PATH.
+    ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", "fonts-noto-cjk"),
 ]
 
 
 def ensure_debian_tools() -> None:
-    missing = [pkg for binary, pkg in DEBIAN_TOOLS if shutil.which(binary) is None]
+    missing = [pkg for binary, pkg in DEBIAN_TOOLS
+               if not (os.path.exists(binary) if binary.startswith("/") else shutil.which(binary))]
     if not missing:
         return
     print(f"installing Debian packages: {' '.join(missing)}", flush=True)

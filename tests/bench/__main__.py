@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import time
@@ -15,6 +16,9 @@ import traceback
 from pathlib import Path
 
 import tests.bench  # noqa: F401  (chooses psycopg's wait function before psycopg is imported)
+
+# A benchmark runs one system alone: the production pool size, not the test suite's small one.
+os.environ.setdefault("DATABASE_POOL_SIZE", "10")
 
 HERE = Path(__file__).resolve().parent
 

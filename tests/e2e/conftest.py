@@ -104,7 +104,8 @@ class System:
     """A running `tsunagi run` and its test SMTP server. Every process started here dies with
     the test process (PR_SET_PDEATHSIG), so a crashed test run leaves nothing behind."""
 
-    def __init__(self, workdir: Path, *, keep_going: bool = True):
+    def __init__(self, workdir: Path, *, keep_going: bool = True, env: dict | None = None,
+                 instances: int = 1):
         self.workdir = workdir
         self.run_dir = workdir / "run"
         self.mail_dir = workdir / "mail"
@@ -114,8 +115,13 @@ class System:
         self.mailbox = Mailbox(self.mail_dir)
         self.log = LogTail(workdir / "system.log")
         self.keep_going = keep_going
+        # Several systems can run at once (the session's, an isolated one, the soak's) on a
+        # PostgreSQL with 100 connections: small pools keep them all below that.
         self.env = runner_mod.child_env(GATEWAY_ADDRESS=f"127.0.0.1:{self.gateway_port}",
-                                        SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.smtp_port))
+                                        SMTP_HOST="127.0.0.1", SMTP_PORT=str(self.smtp_port),
+                                        **{"DATABASE_POOL_SIZE": os.environ.get("DATABASE_POOL_SIZE", "4"),
+                                           **(env or {})})
+        self.instances = instances
         self.proc: subprocess.Popen | None = None
         self.smtp: subprocess.Popen | None = None
         self.extra: dict[str, subprocess.Popen] = {}   # services restarted by start_service
@@ -141,6 +147,8 @@ class System:
         args = ["run", "--run-dir", str(self.run_dir), "--grace", "30"]
         if self.keep_going:
             args.append("--keep-going")
+        if self.instances != 1:
+            args += ["--instances", str(self.instances)]
         self.proc = subprocess.Popen(self._tsunagi(*args), env=self.env, cwd=ROOT,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=runner_mod._die_with_parent)

@@ -7,10 +7,12 @@ poll waits (R-INI-4) → ``issued`` → the token mail 「トークン発行の�
 activation (R-INI-6) → display name (R-INI-7) → login with the OTP computed by pyotp from the
 ``otpauth://`` URI (R-INI-9); without, wrong and replayed OTP refused.
 
-Late call / expired verification: the system fixture starts one shared `tsunagi run` with the
-process environment and has no per-test override of the call window, so the timer expiry and
-the late call are covered in the integration layer (`tests/integration/test_phone_auth_service.py`,
-`tests/integration/test_otp_flow.py`) and not here.
+Late call / expired verification need a short call window, which the shared `system` (the
+process environment's window) does not have: they run end to end in
+`tests/e2e/test_scale_out.py` (a system of its own with `PHONE_VERIFICATION_SECONDS=5`:
+timer expiry, the long poll saying ``expired``, a late call verifying nothing, applying
+again), and at the integration layer in `tests/integration/test_phone_auth_service.py` and
+`tests/integration/test_otp_flow.py`.
 """
 from __future__ import annotations
 

@@ -250,3 +250,66 @@ def test_migration_report_counts_steps_stuck_locks_and_failures(settings, scratc
         'xmlns="http://www.w3.org/2000/svg"', "")
     not_yet = tsunagi("report", "migration", "--stuck-days", "1", env=env)   # as of now: nobody stuck yet
     assert not_yet.returncode == 0 and "imported" in not_yet.stdout
+
+
+# -- the remaining audit filters of issue 6 item 2 -----------------------------------------------
+
+def test_events_time_range_combines_with_other_filters_R_PLT_4(journey):
+    """`audit events --since/--until` (not only `journey`), alone and with --category."""
+    number = journey["number"]
+    every = _jsonl("events", "--customer", number, "--json")
+    assert len(every) == 5   # imported, questions, applied, contacted, unlocked
+    since, until = every[1]["recorded_at"], every[4]["recorded_at"]
+    window = _jsonl("events", "--customer", number, "--since", since, "--until", until, "--json")
+    assert window == every[1:4]
+    in_window_customer = _jsonl("events", "--customer", number, "--category", "customer",
+                                "--since", since, "--until", until, "--json")
+    assert in_window_customer == [r for r in every[1:4] if r["stream_name"].startswith("customer-")] == []
+    late_customer = _jsonl("events", "--customer", number, "--category", "customer", "--since", since, "--json")
+    assert [r["event_type"] for r in late_customer] == ["audit_test_unlocked"]
+
+
+def test_events_actor_by_id_alone_and_jsonl_format_R_PLT_4(journey):
+    op = journey["operator"]
+    by_id = _jsonl("events", "--actor", op, "--format", "jsonl")
+    assert [(r["event_type"], r["actor"]) for r in by_id] == [
+        ("audit_test_unlocked", {"kind": "operator", "id": op})]
+    assert by_id == _jsonl("events", "--actor", op, "--json")
+
+
+def test_events_stream_from_a_server_side_cursor_in_batches_R_PLT_4(journey, settings):
+    """Paging over millions of events without loading them all: rows come from a named cursor
+    fetched a batch at a time (here 2), so after the first row the server has sent only 2."""
+    from services.cli.audit import build_query, iter_events
+    sql, params = build_query(customer=journey["number"])
+    rows = iter_events(os.environ["AUDITOR_DATABASE_URL"], sql, params, batch=2)
+    first = next(rows)
+    try:
+        with psycopg.connect(db.admin_url_for(settings, settings.database_name)) as admin:
+            queries = [q for (q,) in admin.execute(
+                "SELECT query FROM pg_stat_activity WHERE usename = 'auditor' AND datname = current_database()")]
+        assert any(q.startswith("FETCH FORWARD 2 FROM") for q in queries), queries
+    finally:
+        rest = list(rows)
+    assert [first["event_type"]] + [r["event_type"] for r in rest] == [
+        r["event_type"] for r in _jsonl("journey", journey["number"], "--json")]
+
+
+def test_operator_reason_is_shown_in_every_format_R_LEG_4_R_PLT_4(journey):
+    """Every operator action names the operator and the reason (R-LEG-4): the reason (metadata)
+    is a column of `audit journey` / `audit events` in JSON lines, CSV and the table."""
+    number = journey["number"]
+    rows = _jsonl("journey", number, "--json")
+    assert [(r["event_type"], r["reason"]) for r in rows if r["reason"] is not None] == [
+        ("audit_test_unlocked", "paper form")]
+    assert all("reason" in r for r in rows)
+    text = tsunagi("audit", "events", "--customer", number, "--format", "csv")
+    assert text.returncode == 0, text.stderr
+    csv_rows = list(_csv.DictReader(io.StringIO(text.stdout)))
+    assert [(r["event_type"], r["reason"]) for r in csv_rows] == [(r["event_type"], r["reason"] or "") for r in rows]
+    # Piped (no terminal): every column is there, not an 80-column cut.
+    table = tsunagi("audit", "events", "--stream", f"customer-{number}", env={"COLUMNS": ""})
+    assert table.returncode == 0, table.stderr
+    header, unlocked = table.stdout.splitlines()[0], table.stdout.splitlines()[-1]
+    assert "actor" in header and "reason" in header and "data" in header
+    assert "audit_test_unlocked" in unlocked and "paper form" in unlocked and "operator:" in unlocked

@@ -85,3 +85,13 @@ def test_reset_and_unlock_secret_questions_by_cli_R_LEG_4_R_INI_1(rpc, rpc_confi
     assert [(e.metadata["actor"]["id"], e.metadata["reason"]) for e in recorded] == [
         ("op-9", "本人確認済み"), ("op-9", "回答を失念")]
     assert all(e.metadata["actor"]["kind"] == "operator" for e in recorded)
+
+
+def test_every_procedure_of_R_LEG_4_is_a_command_with_help():
+    listing = tsunagi("operator", "--help")
+    assert listing.returncode == 0
+    for command in ("reissue-login-password", "reset-confirmation-password", "change-phones",
+                    "release-otp", "initialise-login-id", "remove-passkeys"):
+        assert command in listing.stdout
+    no_phone = tsunagi("operator", "change-phones", "0123456789", "--operator", "op-1", "--reason", "form")
+    assert no_phone.returncode == 2 and "--phone" in no_phone.stderr

@@ -27,6 +27,7 @@ from contracts.errors import NotFound
 from contracts.events import Actor, Metadata, NewEvent
 from gateway.service import GatewayService
 from gateway.sessions import SessionStore
+from identity import readmodels as identity_readmodels
 from notifier.mail import mail_id_for
 from notifier.service import NotifierService
 from otp_service.service import OtpService
@@ -104,11 +105,17 @@ def pc_customer(system, store, email: str | None = None, number: str | None = No
     """A migrated PC customer whose legacy record holds ``email``: (number, session, email)."""
     number = number or new_number()
     email = email or address("taro")
-    store.append(f"customer-{number}", [NewEvent("legacy_customer_imported", {
+    stream, imported = f"customer-{number}", {
         "customer_number": number, "login_password_verifier": "pbkdf2_sha256$1$x$y",
         "confirmation_pin_verifier": "pbkdf2_sha256$1$x$y", "phones": ["+819012345678"], "email": email,
-        "record_digest": uuid.uuid4().hex})], NO_STREAM,
-        Metadata(actor=Actor("system", "identity"), service="identity"), subject=number)
+        "record_digest": uuid.uuid4().hex}
+    # As identity's own commit does: the event and its read model in one transaction (the
+    # session log is later replayed and compared with the read models, R-PLT-4).
+    with store.transaction() as conn:
+        store.append(stream, [NewEvent("legacy_customer_imported", imported)], NO_STREAM,
+                     Metadata(actor=Actor("system", "identity"), service="identity"),
+                     subject=number, conn=conn)
+        identity_readmodels.apply(conn, stream, "legacy_customer_imported", imported)
     CUSTOMERS.add(number)
     token = SessionStore(store.pool).create(number, "customer")
     wait_for(lambda: call(system, "GET", "/api/v1/notification-addresses", token=token)[1]["registered"]["address"]

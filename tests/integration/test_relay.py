@@ -270,7 +270,12 @@ def test_one_relay_of_a_name_leads_and_a_standby_takes_over(scratch_store, amqp_
                  and b._leader.info.backend_pid != pid and caught_up(b), "relay to lead again")
     finally:
         run_b.__exit__()
-    assert ids(drain(amqp_uri, topic.queue_name)) == [str(e.event_id) for e in appended]
+    published = ids(drain(amqp_uri, topic.queue_name))
+    # Nothing lost and the order kept. Events published between the lock's death and the
+    # relay noticing it may go out again from the last checkpoint (at-least-once; handlers
+    # are idempotent): at most the 3 appended after the kill.
+    assert list(dict.fromkeys(published)) == [str(e.event_id) for e in appended]
+    assert len(published) - len(set(published)) <= 3
 
 
 # -- idempotent handlers ----------------------------------------------------------------------
