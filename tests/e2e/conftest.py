@@ -19,7 +19,6 @@ import email.message
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,15 +31,10 @@ import pytest
 from services import runner as runner_mod
 from services import topology
 from services.smtp_sink import read_mail_dir, wait_for_port
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = float(os.environ.get("E2E_START_TIMEOUT", "120"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _alive(pid: int) -> bool:

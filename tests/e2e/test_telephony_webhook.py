@@ -10,16 +10,13 @@ store and at phone_auth's answers, never at which instance handled a call.
 from __future__ import annotations
 
 import random
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 
-import eventlet
 import pytest
-from nameko.runners import ServiceRunner
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from contracts import phone_auth as c
@@ -28,6 +25,8 @@ from gateway.routes_telephony import PATH, twilio_signature
 from gateway.service import GatewayService
 from phone_auth.service import PhoneAuthService
 from tests.e2e.conftest import free_port
+from tests.support.services import running
+from tests.support.waiting import wait_for
 
 TOKEN = f"test-token-{uuid.uuid4().hex}"
 
@@ -38,13 +37,8 @@ def edge(settings):
     cfg = {"AMQP_URI": settings.amqp_uri, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}",
            "max_workers": 10, "serializer": "json", "DATABASE_URL": settings.database_url,
            "TELEPHONY_AUTH_TOKEN": TOKEN, "TELEPHONY_RING_DELAY_SECONDS": 0.3}
-    runner = ServiceRunner(cfg)
-    runner.add_service(GatewayService)
-    runner.add_service(PhoneAuthService)
-    runner.start()
-    with ClusterRpcProxy(cfg, timeout=30) as proxy:
+    with running(cfg, [GatewayService, PhoneAuthService]), ClusterRpcProxy(cfg, timeout=30) as proxy:
         yield {"base": f"http://127.0.0.1:{port}", "rpc": proxy.phone_auth}
-    runner.stop()
 
 
 def post(edge, form: dict, *, signature: str | None | bool = True, url_seen: str | None = None,
@@ -75,16 +69,6 @@ def start(edge):
 def call_form(sid, caller, called):
     return {"CallSid": sid, "AccountSid": "AC" + "0" * 32, "From": caller, "To": called,
             "CallStatus": "ringing", "Direction": "inbound"}
-
-
-def wait_for(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        eventlet.sleep(0.05)
 
 
 def call_events(store, sid):

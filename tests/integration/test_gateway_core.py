@@ -9,11 +9,8 @@ checks that the real service classes expose the same ping.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import importlib
 import json
-import socket
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import eventlet
@@ -21,7 +18,6 @@ import pytest
 from marshmallow import Schema, fields, validate
 from nameko.containers import get_container_cls
 from nameko.rpc import RpcProxy, rpc
-from nameko.runners import ServiceRunner
 from openapi_spec_validator import validate as validate_openapi
 
 from contracts.errors import Locked, ValidationFailed
@@ -33,9 +29,9 @@ from gateway.service import GatewayService
 from gateway.sessions import SessionStore
 from services.dependencies import RequestContext
 from services.eventstore.factory import open_pool
-from services.ping import PingMixin
-from tests import vhosts
 from tests.conftest import unique
+from tests.support.clock import MovableClock
+from tests.support.gateway import Client, Reply, running_gateway, stand_in
 
 FAULTS = unique("gwfaults_")
 SECRET_TEXT = "hunter2-internal-detail"
@@ -67,10 +63,6 @@ class FaultService:
         m = self.context
         return {"correlation_id": m.correlation_id, "actor_kind": m.actor.kind,
                 "actor_id": m.actor.id, "client_address": m.client_address}
-
-
-def stand_in(service_name: str):
-    return type(f"StandIn_{service_name}", (PingMixin,), {"name": service_name, "__module__": __name__})
 
 
 class EchoSchema(Schema):
@@ -132,96 +124,23 @@ class GatewayUnderTest(ProbeRoutes, GatewayService):
 
 # ------------------------------------------------------------------ fixtures
 
-@dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    raw: bytes
-
-    @property
-    def json(self):
-        return json.loads(self.raw)
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("Content-Type", "")
-
-
-class Client:
-    def __init__(self, port: int):
-        self.port = port
-
-    def call(self, method, path, body=None, *, raw=None, headers=None) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        sent = dict(headers or {})
-        if body is not None:
-            raw = json.dumps(body, ensure_ascii=False).encode()
-            sent.setdefault("Content-Type", "application/json")
-        try:
-            conn.request(method, path, body=raw, headers=sent,
-                         encode_chunked=sent.get("Transfer-Encoding") == "chunked")
-            resp = conn.getresponse()
-            return Reply(resp.status, resp.headers, resp.read())
-        finally:
-            conn.close()
-
-    def get(self, path, **kw):
-        return self.call("GET", path, **kw)
-
-    def post(self, path, body=None, **kw):
-        return self.call("POST", path, body, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def system(settings):
-    # A vhost of this module's own (on top of the session's): other modules run services
-    # with the same names, and their durable rpc-<name> queues must not answer our pings.
-    vhost = unique("tsunagi_gw_")
-    own_vhost = vhosts.create(vhost)
-    amqp_uri = vhosts.uri_for(settings.amqp_uri, vhost) if own_vhost else settings.amqp_uri
-    port = free_port()
-    config = {**settings.nameko_config(), "AMQP_URI": amqp_uri,
-              "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}", "DATABASE_URL": settings.database_url,
-              "HEALTH_TIMEOUT": 1, "max_workers": 10}
-    runner = ServiceRunner(config)
-    runner.add_service(GatewayUnderTest)
-    runner.add_service(FaultService)
-    for name in SERVICES:
-        runner.add_service(stand_in(name))
-    # Built now, started by a test: nameko's pytest plugin stops every consumer constructed
-    # during a test function when that test ends, which would leave this one unstoppable.
-    spare_notifier = get_container_cls(config)(stand_in("notifier"), config)
-    runner.start()
-    try:
-        yield {"client": Client(port), "runner": runner, "spare_notifier": spare_notifier}
-    finally:
-        if getattr(spare_notifier, "started", False):
-            spare_notifier.stop()
-        runner.stop()
-        if own_vhost:
-            vhosts.delete(vhost)
+    with running_gateway(settings, GatewayUnderTest, FaultService, vhost_prefix="tsunagi_gw_",
+                         HEALTH_TIMEOUT=1) as gateway:
+        # Built now, started by a test: nameko's pytest plugin stops every consumer constructed
+        # during a test function when that test ends, which would leave this one unstoppable.
+        spare_notifier = get_container_cls(gateway.config)(stand_in("notifier"), gateway.config)
+        try:
+            yield {"client": gateway.client, "runner": gateway.runner, "spare_notifier": spare_notifier}
+        finally:
+            if getattr(spare_notifier, "started", False):
+                spare_notifier.stop()
 
 
 @pytest.fixture(scope="module")
 def client(system) -> Client:
     return system["client"]
-
-
-class MovableClock:
-    def __init__(self, at: datetime):
-        self.at = at
-
-    def now(self) -> datetime:
-        return self.at
-
-    def advance(self, **delta):
-        self.at += timedelta(**delta)
 
 
 @pytest.fixture(scope="module")

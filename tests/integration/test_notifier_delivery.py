@@ -8,134 +8,24 @@ stopped and "up again" a new one on the same port.
 """
 from __future__ import annotations
 
-import email
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 import uuid
-from email import policy
-from pathlib import Path
 
-import eventlet
 import pytest
-from nameko.containers import ServiceContainer
 from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from contracts.errors import NotFound
 from contracts.events import Actor, Metadata, NewEvent
 from notifier.service import NotifierService
-from services import topology
 from services.eventstore import ANY
-from services.relay import Relay
 from tests import vhosts
-
-# -- a real SMTP server in its own process ---------------------------------------------------------------
-
-_SINK = r'''
-import asyncio, os, sys, time
-from aiosmtpd.controller import Controller
-
-directory, port = sys.argv[1], int(sys.argv[2])
-
-class Sink:
-    count = 0
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        # A relay that refuses a recipient for good (5xx).
-        if address.endswith("@refused.example"):
-            return "550 5.1.1 <%s>: Recipient address rejected" % address
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        Sink.count += 1
-        name = "%d-%d-%d.eml" % (time.time_ns(), os.getpid(), Sink.count)
-        head = ("X-Envelope-From: %s\r\nX-Envelope-To: %s\r\n"
-                % (envelope.mail_from, ",".join(envelope.rcpt_tos))).encode()
-        tmp = os.path.join(directory, "." + name)
-        with open(tmp, "wb") as f:
-            f.write(head + envelope.original_content)
-        os.rename(tmp, os.path.join(directory, name))      # readers never see half a mail
-        return "250 Message accepted for delivery"
-
-controller = Controller(Sink(), hostname="127.0.0.1", port=port)
-controller.start()
-print("READY", flush=True)
-sys.stdin.read()          # until the test closes our stdin
-controller.stop()
-'''
+from tests.support.services import running_with_relay
+from tests.support.smtp import FAST_MAIL_RETRIES, SmtpSink
+from tests.support.waiting import wait_for
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class SmtpSink:
-    """aiosmtpd on 127.0.0.1:<port>, storing each mail as one file (envelope on top)."""
-
-    def __init__(self, directory: str, port: int | None = None):
-        self.directory = directory
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "SmtpSink":
-        self.proc = subprocess.Popen([sys.executable, "-c", _SINK, self.directory, str(self.port)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        assert line.strip() == "READY", f"SMTP sink did not start: {line!r}"
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-        # Nothing listens any more: a connection is refused.
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", self.port)) != 0
-
-    def messages(self) -> list[email.message.EmailMessage]:
-        out = []
-        for path in sorted(Path(self.directory).glob("[!.]*.eml")):
-            out.append(email.message_from_bytes(path.read_bytes(), policy=policy.default))
-        return out
-
-    def with_message_id(self, message_id: str) -> list:
-        return [m for m in self.messages() if m["Message-ID"] == message_id]
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        eventlet.sleep(interval)
-
-
-def start_relay(store, amqp_uri: str) -> tuple[Relay, threading.Event, threading.Thread]:
-    """A relay of this module's own (own checkpoint, starting at the current head: events of
-    other suites in the session database are not published again)."""
-    topology.load_contracts()
-    relay = Relay(store, amqp_uri, name=f"relay-{uuid.uuid4().hex[:8]}", idle_sleep=0.01)
-    store.seal_all()
-    relay.reset_checkpoint(store.head()[0])
-    stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-    thread.start()
-    return relay, stop, thread
-
+# -- observing the notifier ------------------------------------------------------------------------------
 
 class HandledEvents(DependencyProvider):
     """Records each finished event-handler worker (tests wait on it, never on the clock)."""
@@ -159,27 +49,16 @@ class ObservedNotifier(NotifierService):
 
 @pytest.fixture(scope="module")
 def system(settings, store):
-    vhost = f"tsunagi_notifier_{uuid.uuid4().hex[:10]}"
-    if not vhosts.create(vhost):
-        pytest.fail("could not create a RabbitMQ vhost with rabbitmqctl")
-    amqp_uri = vhosts.uri_for(settings.amqp_uri, vhost)
-    maildir = tempfile.mkdtemp(prefix="tsunagi-mail-")
-    sink = SmtpSink(maildir).start()
-    config = {"AMQP_URI": amqp_uri, "max_workers": 10, "serializer": "json",
-              "DATABASE_URL": settings.database_url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": sink.port,
-              "SMTP_TIMEOUT_SECONDS": 5, "MAIL_RETRY_BASE_SECONDS": 0.2, "MAIL_RETRY_MAX_SECONDS": 1,
-              "MAIL_RETRY_TICK_SECONDS": 0.1, "MAIL_MAX_ATTEMPTS": 30}
-    relay, stop, thread = start_relay(store, amqp_uri)
-    container = ServiceContainer(ObservedNotifier, config)
-    container.start()
-    try:
-        yield {"config": config, "sink": sink, "relay": relay}
-    finally:
-        container.stop()
-        stop.set()
-        thread.join(10)
-        sink.stop()
-        vhosts.delete(vhost)
+    with vhosts.own(settings.amqp_uri, "tsunagi_notifier_") as amqp_uri:
+        sink = SmtpSink(tempfile.mkdtemp(prefix="tsunagi-mail-")).start()
+        config = {"AMQP_URI": amqp_uri, "max_workers": 10, "serializer": "json",
+                  "DATABASE_URL": settings.database_url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": sink.port,
+                  "SMTP_TIMEOUT_SECONDS": 5, "MAIL_MAX_ATTEMPTS": 30, **FAST_MAIL_RETRIES}
+        try:
+            with running_with_relay(store, config, [ObservedNotifier]) as relay:
+                yield {"config": config, "sink": sink, "relay": relay}
+        finally:
+            sink.stop()
 
 
 @pytest.fixture

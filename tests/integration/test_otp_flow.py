@@ -8,9 +8,6 @@ the store and carried to otp_service by the real relay.
 """
 from __future__ import annotations
 
-import http.client
-import json
-import tempfile
 import uuid
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -18,7 +15,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import eventlet
 import pyotp
 import pytest
-from nameko.containers import ServiceContainer
 from nameko.rpc import rpc
 from nameko.standalone.rpc import ClusterRpcProxy
 
@@ -28,8 +24,10 @@ from gateway.service import GatewayService
 from gateway.sessions import SessionStore
 from notifier.service import NotifierService
 from otp_service.service import OtpService
-from tests import vhosts
-from tests.integration.test_notifier_delivery import SmtpSink, free_port, start_relay, wait_for
+from tests.support.services import system_with_mail
+from tests.support.smtp import FAST_MAIL_RETRIES
+from tests.support.waiting import wait_for
+from tests.support.web import http_json
 
 CONFIRMATION_PASSWORD = "Kakunin12"
 NO_PHONES: set[str] = set()          # customers with no registered phone at all
@@ -72,31 +70,9 @@ class FakePhoneAuth:
 
 @pytest.fixture(scope="module")
 def system(settings, store):
-    vhost = f"tsunagi_otp_{uuid.uuid4().hex[:10]}"
-    if not vhosts.create(vhost):
-        pytest.fail("could not create a RabbitMQ vhost with rabbitmqctl")
-    amqp_uri = vhosts.uri_for(settings.amqp_uri, vhost)
-    sink = SmtpSink(tempfile.mkdtemp(prefix="tsunagi-otp-mail-")).start()
-    web_port = free_port()
-    config = {**settings.nameko_config(), "AMQP_URI": amqp_uri, "max_workers": 10,
-              "WEB_SERVER_ADDRESS": f"127.0.0.1:{web_port}",
-              "DATABASE_URL": settings.database_url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": sink.port,
-              "MAIL_RETRY_BASE_SECONDS": 0.2, "MAIL_RETRY_MAX_SECONDS": 1, "MAIL_RETRY_TICK_SECONDS": 0.1,
-              "OTP_SERVICE_ID": "AMBK000117"}
-    relay, stop, thread = start_relay(store, amqp_uri)
-    containers = [ServiceContainer(cls, config)
-                  for cls in (FakeIdentity, FakePhoneAuth, OtpService, NotifierService, GatewayService)]
-    for container in containers:
-        container.start()
-    try:
-        yield {"config": config, "sink": sink, "web_port": web_port}
-    finally:
-        # Stopped side by side: each waits a second or two for its consumers to wind down.
-        list(eventlet.GreenPool().imap(lambda container: container.stop(), containers))
-        stop.set()
-        thread.join(10)
-        sink.stop()
-        vhosts.delete(vhost)
+    with system_with_mail(settings, store, (FakeIdentity, FakePhoneAuth, OtpService, NotifierService, GatewayService),
+                          vhost_prefix="tsunagi_otp_", OTP_SERVICE_ID="AMBK000117", **FAST_MAIL_RETRIES) as system:
+        yield system
 
 
 def proxy(system, kind="customer", actor="tester"):
@@ -372,21 +348,7 @@ def test_five_wrong_otps_lock_and_an_operator_unlocks_R_RBA_2(system, store, otp
 # -- the same over HTTP through the gateway (API.md paths and fields) ------------------------------------------
 
 def http_call(system, method, path, body=None, token=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", system["web_port"], timeout=40)
-    sent = dict(headers or {})
-    raw = None
-    if body is not None:
-        raw = json.dumps(body, ensure_ascii=False).encode()
-        sent["Content-Type"] = "application/json"
-    if token:
-        sent["Authorization"] = f"Bearer {token}"
-    try:
-        conn.request(method, path, body=raw, headers=sent)
-        resp = conn.getresponse()
-        payload = resp.read()
-        return resp.status, resp.headers, (json.loads(payload) if payload else None)
-    finally:
-        conn.close()
+    return http_json(system["web_port"], method, path, body, token, headers, timeout=40)
 
 
 def test_gateway_routes_steps_5_to_9_R_INI_3_to_7(system, store):

@@ -11,17 +11,13 @@ move forward (every other service keeps the real one).
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import eventlet
 import pyotp
 import pytest
-from nameko.containers import ServiceContainer
 from nameko.extensions import DependencyProvider
-from nameko.standalone.rpc import ClusterRpcProxy
 
 from contracts.errors import NotFound
 from contracts.events import Actor, Metadata, NewEvent
@@ -32,10 +28,12 @@ from notifier.mail import mail_id_for
 from notifier.service import NotifierService
 from otp_service.service import OtpService
 from services.eventstore import NO_STREAM
-from tests import vhosts
-from tests.integration.test_notifier_delivery import SmtpSink, free_port, start_relay, wait_for
 from tests.integration.test_otp_flow import (CONFIRMATION_PASSWORD, FakeIdentity, FakePhoneAuth,
                                              http_call, instance_id, issued_application)
+from tests.integration.test_otp_flow import proxy as rpc_proxy
+from tests.support.services import system_with_mail
+from tests.support.smtp import FAST_MAIL_RETRIES
+from tests.support.waiting import wait_for
 
 MID_DOMAIN = "tsunagi.am-bk.co.jp"
 CODE_LINE = re.compile(r"■メール通知パスワード\s*\n\s*(\d{6})\s*\n")
@@ -59,36 +57,14 @@ class ClockedOtpService(OtpService):
 
 @pytest.fixture(scope="module")
 def system(settings, store):
-    vhost = f"tsunagi_pc_{uuid.uuid4().hex[:10]}"
-    if not vhosts.create(vhost):
-        pytest.fail("could not create a RabbitMQ vhost with rabbitmqctl")
-    amqp_uri = vhosts.uri_for(settings.amqp_uri, vhost)
-    sink = SmtpSink(tempfile.mkdtemp(prefix="tsunagi-pc-mail-")).start()
-    web_port = free_port()
-    config = {**settings.nameko_config(), "AMQP_URI": amqp_uri, "max_workers": 10,
-              "WEB_SERVER_ADDRESS": f"127.0.0.1:{web_port}", "DATABASE_URL": settings.database_url,
-              "SMTP_HOST": "127.0.0.1", "SMTP_PORT": sink.port, "SMTP_TIMEOUT_SECONDS": 5,
-              "MAIL_RETRY_BASE_SECONDS": 0.2, "MAIL_RETRY_MAX_SECONDS": 1, "MAIL_RETRY_TICK_SECONDS": 0.1,
-              "MAIL_MAX_ATTEMPTS": 30, "MAIL_OTP_SWEEP_SECONDS": 0.5}
-    relay, stop, thread = start_relay(store, amqp_uri)
-    containers = [ServiceContainer(cls, config) for cls in
-                  (FakeIdentity, FakePhoneAuth, ClockedOtpService, NotifierService, GatewayService)]
-    for container in containers:
-        container.start()
     try:
-        yield {"config": config, "sink": sink, "web_port": web_port}
+        with system_with_mail(settings, store, (FakeIdentity, FakePhoneAuth, ClockedOtpService, NotifierService,
+                                                GatewayService),
+                              vhost_prefix="tsunagi_pc_", SMTP_TIMEOUT_SECONDS=5, MAIL_MAX_ATTEMPTS=30,
+                              MAIL_OTP_SWEEP_SECONDS=0.5, **FAST_MAIL_RETRIES) as system:
+            yield system
     finally:
         ShiftedClock.offset = timedelta(0)
-        list(eventlet.GreenPool().imap(lambda container: container.stop(), containers))
-        stop.set()
-        thread.join(10)
-        sink.stop()
-        vhosts.delete(vhost)
-
-
-def rpc_proxy(system, kind="customer", actor="tester"):
-    return ClusterRpcProxy(system["config"], timeout=30, context_data={
-        "correlation_id": str(uuid.uuid4()), "actor_kind": kind, "actor_id": actor})
 
 
 # -- customers, requests, the mailbox ------------------------------------------------------------------

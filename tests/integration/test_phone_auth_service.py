@@ -15,7 +15,6 @@ import eventlet
 import psycopg
 import pytest
 from nameko.extensions import DependencyProvider
-from nameko.runners import ServiceRunner
 from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
 
@@ -25,6 +24,7 @@ from contracts.errors import NotFound, ValidationFailed
 from phone_auth.service import PhoneAuthService
 from services import db
 from tests import vhosts
+from tests.support.services import running
 
 # Numbers of this module only, so calls of other suites never meet these verifications.
 _PREFIX = random.randrange(100, 999)
@@ -53,18 +53,12 @@ class ObservedPhoneAuth(PhoneAuthService):
 
 @pytest.fixture(scope="module")
 def config(settings):
-    vhost = f"tsunagi_phone_{uuid.uuid4().hex[:10]}"
-    if not vhosts.create(vhost):
-        pytest.fail("could not create a RabbitMQ vhost with rabbitmqctl")
-    cfg = {"AMQP_URI": vhosts.uri_for(settings.amqp_uri, vhost), "max_workers": 10,
-           "serializer": "json", "DATABASE_URL": settings.database_url,
-           "TOLL_FREE_NUMBERS": ",".join(TOLL_FREE), "PHONE_VERIFICATION_SECONDS": 120}
-    runner = ServiceRunner(cfg)
-    runner.add_service(ObservedPhoneAuth)
-    runner.start()
-    yield cfg
-    runner.stop()
-    vhosts.delete(vhost)
+    with vhosts.own(settings.amqp_uri, "tsunagi_phone_") as amqp_uri:
+        cfg = {"AMQP_URI": amqp_uri, "max_workers": 10,
+               "serializer": "json", "DATABASE_URL": settings.database_url,
+               "TOLL_FREE_NUMBERS": ",".join(TOLL_FREE), "PHONE_VERIFICATION_SECONDS": 120}
+        with running(cfg, [ObservedPhoneAuth]):
+            yield cfg
 
 
 @pytest.fixture
@@ -237,11 +231,8 @@ def test_start_verification_refuses_what_is_not_a_phone_number(rpc):
 @pytest.fixture(scope="module")
 def second_instance(config):
     """Another phone_auth instance on the same queues and database (as `--instances 2`)."""
-    runner = ServiceRunner(config)
-    runner.add_service(ObservedPhoneAuth)
-    runner.start()
-    yield runner
-    runner.stop()
+    with running(config, [ObservedPhoneAuth]) as runner:
+        yield runner
 
 
 def test_r_ini_4_two_instances_emit_one_expiry_per_verification(rpc, second_instance, store):

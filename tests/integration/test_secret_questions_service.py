@@ -4,37 +4,38 @@ from __future__ import annotations
 
 import random
 import uuid
+from contextlib import contextmanager
+from typing import Iterator
 
 import eventlet
 import psycopg
 import pytest
-from nameko.runners import ServiceRunner
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from contracts.errors import Conflict, Forbidden, Locked, NotFound, ValidationFailed
 from identity.secret_questions import SecretQuestionsService
 from services import db
 from tests import vhosts
+from tests.support.services import running
 
 ANSWERS = [{"question_id": "q01", "answer": "やまだ"},
            {"question_id": "q03", "answer": "東小学校"},
            {"question_id": "q05", "answer": "青森"}]
 
 
+@contextmanager
+def secret_questions_service(settings, **config) -> Iterator[dict]:
+    """The service in a runner on a RabbitMQ vhost of its own; yields the RPC configuration."""
+    with vhosts.own(settings.amqp_uri, "tsunagi_sq_") as amqp_uri:
+        config = {"AMQP_URI": amqp_uri, "serializer": "json", "DATABASE_URL": settings.database_url, **config}
+        with running(config, [SecretQuestionsService]):
+            yield config
+
+
 @pytest.fixture(scope="module")
 def rpc_config(settings):
-    vhost = f"tsunagi_sq_{uuid.uuid4().hex[:10]}"
-    if not vhosts.create(vhost):
-        pytest.fail("could not create a RabbitMQ vhost with rabbitmqctl")
-    config = {"AMQP_URI": vhosts.uri_for(settings.amqp_uri, vhost), "max_workers": 10,
-              "serializer": "json", "LOCKOUT_THRESHOLD": 5,
-              "DATABASE_URL": settings.database_url}
-    runner = ServiceRunner(config)
-    runner.add_service(SecretQuestionsService)
-    runner.start()
-    yield config
-    runner.stop()
-    vhosts.delete(vhost)
+    with secret_questions_service(settings, max_workers=10, LOCKOUT_THRESHOLD=5) as config:
+        yield config
 
 
 @pytest.fixture
@@ -236,18 +237,8 @@ def test_r_rba_2_concurrent_wrong_answers_are_all_counted(rpc_config, store):
 def short_lock_config(settings):
     """A second container, configured like an operator might: 2 wrong answers lock, and the
     lock is released by time after 1 s (LOCKOUT_THRESHOLD, LOCK_RELEASE_SECONDS)."""
-    vhost = f"tsunagi_sq_{uuid.uuid4().hex[:10]}"
-    if not vhosts.create(vhost):
-        pytest.fail("could not create a RabbitMQ vhost with rabbitmqctl")
-    config = {"AMQP_URI": vhosts.uri_for(settings.amqp_uri, vhost), "max_workers": 4,
-              "serializer": "json", "LOCKOUT_THRESHOLD": 2, "LOCK_RELEASE_SECONDS": 1,
-              "DATABASE_URL": settings.database_url}
-    runner = ServiceRunner(config)
-    runner.add_service(SecretQuestionsService)
-    runner.start()
-    yield config
-    runner.stop()
-    vhosts.delete(vhost)
+    with secret_questions_service(settings, max_workers=4, LOCKOUT_THRESHOLD=2, LOCK_RELEASE_SECONDS=1) as config:
+        yield config
 
 
 def test_r_rba_2_configured_threshold_and_timed_release(short_lock_config, store):

@@ -10,17 +10,7 @@ import pytest
 from gateway.sessions import IDLE_SECONDS, SLIDE_SECONDS, SessionStore, token_hash
 from services.eventstore.factory import open_pool
 from tests.conftest import unique
-
-
-class MovableClock:
-    def __init__(self, at: datetime):
-        self.at = at
-
-    def now(self) -> datetime:
-        return self.at
-
-    def advance(self, **delta):
-        self.at += timedelta(**delta)
+from tests.support.clock import MovableClock
 
 
 @pytest.fixture(scope="module")

@@ -9,22 +9,14 @@ authenticated route; the services themselves are not needed for what is tested h
 """
 from __future__ import annotations
 
-import http.client
-import json
-import socket
-from dataclasses import dataclass
 from http.cookies import SimpleCookie
 
 import pytest
-from nameko.runners import ServiceRunner
 
 from gateway import web_session
-from gateway.health import SERVICES
 from gateway.http import api
 from gateway.service import GatewayService
-from services.ping import PingMixin
-from tests import vhosts
-from tests.conftest import unique
+from tests.support.gateway import Client, Reply, running_gateway
 
 COOKIE = {"X-Session-Transport": "cookie"}
 
@@ -47,74 +39,11 @@ class GatewayUnderTest(ProbeRoutes, GatewayService):
     name = "gateway"
 
 
-def _stand_in(service_name: str):
-    return type(f"StandIn_{service_name}", (PingMixin,), {"name": service_name, "__module__": __name__})
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    raw: bytes
-
-    @property
-    def json(self):
-        return json.loads(self.raw)
-
-    def cookies(self) -> dict[str, str]:
-        """Set-Cookie headers by name → the full header (attributes included)."""
-        out = {}
-        for header in self.headers.get_all("Set-Cookie") or []:
-            out[header.split("=", 1)[0]] = header
-        return out
-
-
-class Client:
-    def __init__(self, port: int):
-        self.port = port
-        self.origin = f"http://127.0.0.1:{port}"
-
-    def call(self, method, path, body=None, headers=None) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        sent = dict(headers or {})
-        raw = None
-        if body is not None:
-            raw = json.dumps(body, ensure_ascii=False).encode()
-            sent.setdefault("Content-Type", "application/json")
-        try:
-            conn.request(method, path, body=raw, headers=sent)
-            resp = conn.getresponse()
-            return Reply(resp.status, resp.headers, resp.read())
-        finally:
-            conn.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def client(settings):
-    vhost = unique("tsunagi_web_")
-    own_vhost = vhosts.create(vhost)
-    amqp_uri = vhosts.uri_for(settings.amqp_uri, vhost) if own_vhost else settings.amqp_uri
-    port = _free_port()
-    config = {**settings.nameko_config(), "AMQP_URI": amqp_uri, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}",
-              "DATABASE_URL": settings.database_url, "max_workers": 10, "DEMO_MODE": "0",
-              "SESSION_COOKIE_SECURE": "1", "CSRF_KEY": "test-csrf-key"}
-    runner = ServiceRunner(config)
-    runner.add_service(GatewayUnderTest)
-    for name in SERVICES:
-        runner.add_service(_stand_in(name))
-    runner.start()
-    try:
-        yield Client(port)
-    finally:
-        runner.stop()
-        if own_vhost:
-            vhosts.delete(vhost)
+    with running_gateway(settings, GatewayUnderTest, vhost_prefix="tsunagi_web_", DEMO_MODE="0",
+                         SESSION_COOKIE_SECURE="1", CSRF_KEY="test-csrf-key") as gateway:
+        yield gateway.client
 
 
 def cookie_session(client: Client) -> tuple[str, str]:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 
 import pytest
-from nameko.runners import ServiceRunner
 
 from gateway import ratelimit
 from gateway.ratelimit import Limit, RateLimited, RateLimits, SlidingWindow, parse_limit
 from tests.security.common import Reply, assert_problem, new_number
+from tests.support.net import free_port
+from tests.support.services import running
 
 
 class Clock:
@@ -110,12 +110,6 @@ def test_unknown_policy_names_are_refused_when_a_route_is_declared():
 
 # -- through a gateway -----------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def limited_gateway(system, settings):
     """A second gateway, in this process, with low limits, on the running system's bus."""
@@ -124,13 +118,8 @@ def limited_gateway(system, settings):
     config = {**settings.nameko_config(), "AMQP_URI": system.env["AMQP_URI"],
               "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}", "DATABASE_URL": system.env["DATABASE_URL"],
               "max_workers": 10, "RATE_LIMIT_LOGIN": "3/60", "RATE_LIMIT_ACTIVATION": "2/60"}
-    runner = ServiceRunner(config)
-    runner.add_service(GatewayService)
-    runner.start()
-    try:
+    with running(config, [GatewayService]):
         yield port
-    finally:
-        runner.stop()
 
 
 def post(port: int, path: str, body: dict, source: str = "127.0.0.1", headers: dict | None = None) -> Reply:

@@ -20,6 +20,16 @@ def ev(type_, **data):
     return NewEvent(type_, data)
 
 
+def assert_decides(decide, command, state, then):
+    """One table row: ``then`` is the list of event types decided, or (error class, code) of the refusal."""
+    if isinstance(then, tuple):
+        with pytest.raises(then[0]) as err:
+            decide(command, state)
+        assert err.value.code == then[1]
+    else:
+        assert [e.type for e in decide(command, state)] == then
+
+
 SUBMITTED = ev("otp_application_submitted", application_id=APP, customer_number=CUSTOMER,
                email="taro@example.jp", activation_password_verifier="$argon2id$x", phone_id="p1",
                verification_id="v1", call_from_masked="*****5678", call_to="0120-000-110",
@@ -81,13 +91,7 @@ APPLICATION_CASES = [
 
 @pytest.mark.parametrize("name,given,when,then", APPLICATION_CASES, ids=[c[0] for c in APPLICATION_CASES])
 def test_application_decider(name, given, when, then):
-    state = domain.fold_application(given)
-    if isinstance(then, tuple):
-        with pytest.raises(then[0]) as err:
-            domain.decide_application(when, state)
-        assert err.value.code == then[1]
-    else:
-        assert [e.type for e in domain.decide_application(when, state)] == then
+    assert_decides(domain.decide_application, when, domain.fold_application(given), then)
 
 
 def test_issued_token_carries_ids_and_the_address_R_INI_5():
@@ -325,13 +329,7 @@ OTP_CASES = [
 
 @pytest.mark.parametrize("name,given,when,then", OTP_CASES, ids=[c[0] for c in OTP_CASES])
 def test_otp_decider(name, given, when, then):
-    state = domain.fold_customer(given)
-    if isinstance(then, tuple):
-        with pytest.raises(then[0]) as err:
-            domain.decide_customer(when, state)
-        assert err.value.code == then[1]
-    else:
-        assert [e.type for e in domain.decide_customer(when, state)] == then
+    assert_decides(domain.decide_customer, when, domain.fold_customer(given), then)
 
 
 def test_otp_outcomes_become_errors_R_INI_9():
