@@ -2,7 +2,7 @@
 in the same transaction, and rebuildable from the log by replay (R-PLT-4)."""
 from __future__ import annotations
 
-from contracts.events import RecordedEvent
+import uuid
 
 PROJECTED = ("legacy_customer_imported", "login_challenged")
 
@@ -19,25 +19,34 @@ def apply(conn, stream_name: str, event_type: str, data: dict) -> None:
                      (data["challenge_id"], stream_name.split("-", 1)[1], data["expires_at"]))
 
 
-def rebuild(store, *, batch: int = 5000, progress=None) -> int:
-    """Empty the projections and replay every customer event into them. Returns events seen."""
+def rebuild(store, *, progress=None) -> int:
+    """Empty the projections and replay the customer events into them. Returns the customer
+    events the rebuild accounts for (the category's sealed events).
+
+    Only the two projected types are read, none of their personal fields opened; each table is
+    written with one COPY. The first event per key wins, as ON CONFLICT DO NOTHING does live."""
+    from services.eventstore.bulk_read import copy_rows, count_events, read_events
     with store.transaction() as conn:
         conn.execute("DELETE FROM identity.legacy_imports")
         conn.execute("DELETE FROM identity.login_challenges")
-        position, seen = 0, 0
-        while True:
-            # Neither model needs a personal field: the log is read without decrypting any.
-            events: list[RecordedEvent] = store.read_category("customer", position, batch, conn=conn,
-                                                              reveal=False)
-            if not events:
-                return seen
-            for ev in events:
-                if ev.type in PROJECTED:
-                    apply(conn, ev.stream_name, ev.type, ev.data)
-            seen += len(events)
-            position = events[-1].global_position
-            if progress:
-                progress(seen)
+        imports: dict[str, str] = {}
+        challenges: dict[uuid.UUID, tuple] = {}
+        for ev in read_events(conn, store.keyring, ("customer",), types=PROJECTED,
+                              progress=progress):
+            number, data = ev.stream_name.split("-", 1)[1], ev.data
+            if ev.type == "legacy_customer_imported":
+                imports.setdefault(number, data["record_digest"])
+            else:
+                challenge = uuid.UUID(str(data["challenge_id"]))
+                if challenge not in challenges:
+                    challenges[challenge] = (challenge, number, data["expires_at"])
+        copy_rows(conn, "identity.legacy_imports", ("customer_number", "record_digest"), imports.items())
+        copy_rows(conn, "identity.login_challenges", ("challenge_id", "customer_number", "expires_at"),
+                  challenges.values())
+        seen = count_events(conn, ("customer",))
+        if progress:
+            progress(seen)
+        return seen
 
 
 def challenge_owner(conn, challenge_id: str) -> str | None:

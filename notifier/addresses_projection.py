@@ -99,25 +99,54 @@ def load(conn, keyring, customer_number: str) -> tuple[str | None, addresses.Boo
     return registered, addresses.Book(customer_number=customer_number, **slots)
 
 
-def rebuild(store, batch: int = 1000) -> int:
-    """Empty the address book and replay identity's imports and the notifyaddr streams."""
+def rebuild(store, batch: int = 1000, progress=None) -> int:
+    """Empty the address book and replay identity's imports and the notifyaddr streams.
+
+    Both are read in one pass, only the events that change the book and only their address
+    fields opened; each customer's rows are folded in memory as ``set_registered`` and
+    ``project`` leave them (a slot whose address is gone or invalid has no row), sealed and
+    written with one COPY. The registered row and the select rows are independent, so the
+    order between the two categories does not matter. Returns the events applied."""
+    from services.eventstore.bulk_read import copy_rows, read_events
     store.seal_all()
     count = 0
+    registered: dict[str, str | None] = {}
+    books: dict[str, dict[str, addresses.Slot]] = {}
+    wanted = {("customer", "legacy_customer_imported")} | {
+        (contract.ADDRESS_CATEGORY, t) for t in contract.ADDRESS_EVENT_TYPES}
     with store.transaction() as conn:
         conn.execute("DELETE FROM notifier.addresses")
-        for category in ("customer", contract.ADDRESS_CATEGORY):
-            position = 0
-            while True:
-                events = store.read_category(category, position, batch, conn=conn)
-                if not events:
-                    break
-                for event in events:
-                    number = event.data.get("customer_number") or event.stream_name.split("-", 1)[1]
-                    if event.type == "legacy_customer_imported":
-                        set_registered(conn, store.keyring, number, event.data.get("email"))
-                        count += 1
-                    elif event.type in contract.ADDRESS_EVENT_TYPES:
-                        project(conn, store.keyring, number, [event])
-                        count += 1
-                position = events[-1].global_position
+        for event in read_events(conn, store.keyring, ("customer", contract.ADDRESS_CATEGORY),
+                                 types=("legacy_customer_imported",) + contract.ADDRESS_EVENT_TYPES,
+                                 reveal=("email", "address"), progress=progress):
+            category, _, stream_id = event.stream_name.partition("-")
+            if (category, event.type) not in wanted:
+                continue
+            number = event.data.get("customer_number") or stream_id
+            count += 1
+            if event.type == "legacy_customer_imported":
+                address = event.data.get("email")
+                registered[number] = address if _valid(address) else None
+                continue
+            slots = books.setdefault(number, {})
+            book = addresses.evolve(addresses.Book(customer_number=number, **slots), event)
+            name = event.data.get("slot")
+            if name in addresses.SLOTS:
+                slot = book.slot(name)
+                if slot.address is None or not _valid(slot.address):
+                    slots.pop(name, None)       # the row is deleted: it reloads as an empty slot
+                else:
+                    slots[name] = slot
+
+        # Sealed before the COPY starts: a subject without a key yet gets one by a query.
+        rows = [(number, mo.REGISTERED, _seal(conn, store.keyring, number, address), True, True, False)
+                for number, address in registered.items() if address is not None]
+        rows += [(number, name, _seal(conn, store.keyring, number, slot.address), slot.enabled,
+                  slot.receives_mail_otp, slot.pending)
+                 for number, slots in books.items() for name, slot in slots.items()]
+        copy_rows(conn, "notifier.addresses",
+                  ("customer_number", "slot", "address", "enabled", "receives_mail_otp", "pending_mail_otp"),
+                  rows)
+    if progress:
+        progress(count)
     return count

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from datetime import datetime
 from typing import Callable
 
@@ -68,23 +69,44 @@ def settings_caller_index(settings=None) -> CallerIndex:
 def rebuild(store, *, batch: int = 5000, index: CallerIndex | None = None, progress=None) -> int:
     """Empty the read model and replay the sealed ``phoneverif`` category into it. Returns the
     events seen. (A verification whose customer was shredded reads its caller as redacted, so
-    its rebuilt caller index matches no phone: such a row can no longer be found by a call.)"""
+    its rebuilt caller index matches no phone: such a row can no longer be found by a call.)
+
+    Each verification's row is folded in memory as ``apply`` changes it event by event (an
+    update only when the event's version is newer than the row's) and the table is written
+    with one COPY; only the caller is opened."""
+    from services.eventstore.bulk_read import copy_rows, read_events
     index = index or settings_caller_index()
-    seen = 0
+    rows: dict[str, list] = {}
     with store.transaction() as conn:
         conn.execute("DELETE FROM phone_auth.verifications")
-        position = 0
-        while True:
-            events = store.read_category(c.VERIFICATION_CATEGORY, position, batch, conn=conn)
-            if not events:
-                return seen
-            for event in events:
-                if event.type in _PROJECTED:    # (other types in the category change nothing)
-                    apply(conn, event.type, event.data, event.stream_version, index)
-            seen += len(events)
-            position = events[-1].global_position
-            if progress:
-                progress(seen)
+        seen = 0
+        for event in read_events(conn, store.keyring, (c.VERIFICATION_CATEGORY,), reveal=("caller",),
+                                 progress=progress):
+            seen += 1
+            if event.type not in _PROJECTED:    # (other types in the category change nothing)
+                continue
+            data, version = event.data, event.stream_version
+            vid = str(uuid.UUID(str(data["verification_id"])))
+            row = rows.get(vid)
+            if event.type == c.PHONE_VERIFICATION_STARTED.name:
+                if row is None:     # ON CONFLICT DO NOTHING
+                    rows[vid] = [vid, data["application_id"], data["customer_number"], index(data["caller"]),
+                                 mask_phone(data["caller"]), data["call_to"], data["call_to_display"],
+                                 c.AWAITING_CALL, [], data["started_at"], data["expires_at"], version]
+                continue
+            if row is None or not row[11] < version:
+                continue
+            if event.type == c.PHONE_VERIFICATION_ATTEMPT_FAILED.name:
+                row[8] = row[8] + [data["reason"]]
+            elif event.type == c.PHONE_VERIFICATION_SUCCEEDED.name:
+                row[7] = c.VERIFIED
+            else:
+                row[7] = c.EXPIRED
+            row[11] = version
+        copy_rows(conn, "phone_auth.verifications", tuple(_COLUMNS.split(", ")), map(tuple, rows.values()))
+    if progress:
+        progress(seen)
+    return seen
 
 
 def as_status(row: dict) -> dict:

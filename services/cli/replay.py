@@ -184,12 +184,11 @@ def replay_one(store, admin_url: str, projection, *, check: bool, progress=None)
         conn.execute("SET lock_timeout = '30s'")   # a stuck service fails the replay, not the bank
         _lock_and_seal(conn, store, projection.tables)
         renames = {t: _swap_in_empty_copy(conn, t) for t in projection.tables}
-        # Pipeline mode: the projections' INSERTs and UPDATEs go out without waiting for each
-        # answer (a rebuild is one statement per event; the round trips were most of its
-        # time). A statement whose result is read (a page of the log, a row the projection
-        # folds into) synchronises the pipeline, so the order of effects is unchanged.
-        with conn.pipeline():
-            seen = projection.run(_BoundStore(store, conn), progress=progress)
+        # No pipeline mode here: a rebuild streams its categories through one server-side
+        # cursor (services/eventstore/bulk_read.py), folds them in memory and writes each
+        # table with COPY, neither of which pipeline mode allows; there are no per-event
+        # statements left whose round trips a pipeline would hide.
+        seen = projection.run(_BoundStore(store, conn), progress=progress)
         result = {"projection": projection.name, "events": seen,
                   "seconds": round(time.monotonic() - started, 3), "switched": False}
         if check:
@@ -236,13 +235,18 @@ def cmd_replay(args) -> int:
             store.keyring = _ReplayKeyRing(store.keyring.master, c)
         show = not (args.json or args.no_progress) and sys.stderr.isatty()
         results = _run_all(store, admin_url, chosen, args.check, show)
+        log_events = store.head()[0]
     finally:
         store.pool.close()
     elapsed = round(time.monotonic() - started, 3)
     differences = sum(len(r.get("differences", [])) for r in results)
     if args.json:
+        # events: what the projections accounted for (a category two projections read counts
+        # twice); log_events: the sealed log's length once the replay ended, for a rate per
+        # event of the log.
         emit_json({"ok": differences == 0, "check": args.check, "projections": results,
-                   "events": sum(r["events"] for r in results), "seconds": elapsed})
+                   "events": sum(r["events"] for r in results), "log_events": log_events,
+                   "seconds": elapsed})
     else:
         for r in results:
             rate = r["events"] / r["seconds"] if r["seconds"] else 0
