@@ -328,6 +328,14 @@ class ApiWebServer(WebServer):
     def get_wsgi_app(self):
         return ApiWsgiApp(self)
 
+    def get_wsgi_server(self, sock, wsgi_app, *args, **kwargs):
+        server = super().get_wsgi_server(sock, wsgi_app, *args, **kwargs)
+        # Every request already leaves one structured line (`http_request`, with the
+        # correlation id); eventlet's plain access line was a second one per request, built
+        # and written at INFO. Its error lines still go to the log.
+        server.log_output = False
+        return server
+
 
 class ApiEntrypoint(HttpRequestHandler):
     """Nameko's ``@http`` entrypoint, doing the common work of every route."""

@@ -34,6 +34,32 @@ SLIDE_SECONDS = 30
 _MAX_TOKEN_LENGTH = 128
 
 
+# SessionStore.get in one statement (one round trip). Whether to slide is decided on the row
+# as read (`live`): over `slide` old, the UPDATE slides it and its result is the answer;
+# otherwise the UPDATE matches nothing and writes nothing, and the row as read is the answer.
+# The UPDATE re-checks revocation and expiry on the newest row version, so a revocation or
+# expiry that landed since the statement's snapshot wins (as with the SELECT-then-UPDATE this
+# replaces), while a request sliding the same session at the same moment does not make it fail.
+_LOOKUP = """
+WITH live AS (
+    SELECT customer_number, kind, created_at, expires_at, last_seen_at
+      FROM gateway.sessions
+     WHERE token_hash = %(hash)s AND revoked_at IS NULL AND expires_at > %(now)s),
+slid AS (
+    UPDATE gateway.sessions s
+       SET last_seen_at = %(now)s,
+           expires_at = LEAST(%(now)s + %(idle)s, s.created_at + %(absolute)s)
+      FROM live
+     WHERE s.token_hash = %(hash)s AND s.revoked_at IS NULL AND s.expires_at > %(now)s
+       AND live.last_seen_at <= %(now)s - %(slide)s
+    RETURNING s.customer_number, s.kind, s.created_at, s.expires_at)
+SELECT customer_number, kind, created_at, expires_at FROM slid
+UNION ALL
+SELECT customer_number, kind, created_at, expires_at FROM live
+ WHERE last_seen_at > %(now)s - %(slide)s
+"""
+
+
 @dataclass(frozen=True)
 class Session:
     customer_number: str
@@ -72,34 +98,17 @@ class SessionStore:
         """The live session of ``token``, sliding its idle expiry; None when unknown,
         expired or revoked (the caller cannot tell which, on purpose).
 
-        Most requests need one SELECT: the idle expiry is slid (an UPDATE, a WAL write) only
-        when the last slide is more than ``slide_seconds`` old. The session therefore ends at
+        One statement (``_LOOKUP``): the idle expiry is slid (a row write, WAL) only when the
+        last slide is more than ``slide_seconds`` old. The session therefore ends at
         most ``slide_seconds`` *earlier* than an exact 15 min after the last request, never
         later; revocation and expiry are read from the table on every request, so a revoked
         session stops working at its very next request (no cache)."""
         if not token or len(token) > _MAX_TOKEN_LENGTH:
             return None
-        now = self.clock.now()
-        digest = token_hash(token)
         with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT customer_number, kind, created_at, expires_at, last_seen_at"
-                "  FROM gateway.sessions"
-                " WHERE token_hash = %s AND revoked_at IS NULL AND expires_at > %s",
-                (digest, now)).fetchone()
-            if row is None:
-                return None
-            if now - row[4] < self.slide:
-                return Session(*row[:4])
-            # The same conditions again: a revocation or expiry that landed since the SELECT wins.
-            row = conn.execute(
-                "UPDATE gateway.sessions"
-                "   SET last_seen_at = %(now)s,"
-                "       expires_at = LEAST(%(now)s + %(idle)s, created_at + %(absolute)s)"
-                " WHERE token_hash = %(hash)s AND revoked_at IS NULL AND expires_at > %(now)s"
-                " RETURNING customer_number, kind, created_at, expires_at",
-                {"now": now, "idle": self.idle, "absolute": self.absolute,
-                 "hash": digest}).fetchone()
+            row = conn.execute(_LOOKUP, {"hash": token_hash(token), "now": self.clock.now(),
+                                         "slide": self.slide, "idle": self.idle,
+                                         "absolute": self.absolute}).fetchone()
         return Session(*row) if row else None
 
     def revoke(self, token: str | None) -> bool:

@@ -6,6 +6,7 @@ goes through ``rpc_call``, so a slow, stopped or unknown service becomes a 503
 """
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 import eventlet
@@ -23,8 +24,13 @@ DATABASE_UNAVAILABLE = frozenset({
     "PoolTimeout", "PoolClosed", "TooManyConnections", "ConnectionTimeout", "ConnectionFailure"})
 
 
+# Settings' own reading of RPC_TIMEOUT, run per call (the environment may change): building
+# the whole Settings for every RPC parsed a dozen variables each time.
+_RPC_TIMEOUT = next(f for f in dataclasses.fields(Settings) if f.name == "rpc_timeout").default_factory
+
+
 def default_timeout() -> float:
-    return Settings().rpc_timeout
+    return _RPC_TIMEOUT()
 
 
 def rpc_call(proxy_method, *args, timeout: float | None = None, **kwargs):

@@ -136,7 +136,15 @@ def main(args) -> list[tuple[str, bool]]:
     overrides = {"DATABASE_URL": db.url_for(settings.database_url, dbname),
                  "AUDITOR_DATABASE_URL": db.url_for(settings.auditor_database_url, dbname),
                  "AMQP_URI": amqp, "TELEPHONY_RING_DELAY_SECONDS": "0", "TELEPHONY_AUTH_TOKEN": auth_token,
-                 "TELEPHONY_PUBLIC_BASE_URL": ""}
+                 "TELEPHONY_PUBLIC_BASE_URL": "",
+                 # As the bare pair (otp_verify.start_bare) and the other benchmarks' systems: at
+                 # INFO the gateway writes a line per request, which the bare pair does not.
+                 "LOG_LEVEL": "WARNING",
+                 # The services' wait function, as `tsunagi run` gives them (runner.child_env):
+                 # this process chose wait_c for its own threads (tests/bench/__init__.py), and
+                 # the system inherits os.environ; wait_c blocks a service's eventlet hub on every
+                 # query, serialising the gateway's and otp_service's database waits.
+                 "PSYCOPG_WAIT_FUNC": "wait_selector"}
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)                       # System passes os.environ to its children
     system = None
