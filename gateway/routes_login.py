@@ -23,7 +23,8 @@ class LoginRoutes:
         OTP for customers with an active token. From an environment (device, or network and
         browser) never seen for the customer the answer is a `secret_question` challenge
         instead of a session. Problems: `invalid_credentials` (401), `otp_required` (401),
-        `credential_locked` (423)."""
+        `credential_locked` (423), `temporary_password_expired` (403: an operator's temporary
+        password is older than 14 days; the branch issues a new one)."""
         body = req.body
         result = rpc_call(self.identity.login, body["login_id"], body["password"], body.get("otp"),
                           client_of(req, device_id=body.get("device_id")))

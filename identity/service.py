@@ -438,12 +438,16 @@ class IdentityService(operator_procedures.OperatorProcedures, ping.PingMixin):
             cmd = dict(now=now, environment=environment, password_ok=ok, policy=self.settings.lockout)
             if not ok:
                 return agg.Login(**cmd)
-            if "otp" not in cache:
-                required = self.otp_token_active(lid)
-                cache["otp"] = (required, self.otp_code_valid(lid, otp_code) if required else None)
-            cmd.update(otp_required=cache["otp"][0], otp_ok=cache["otp"][1])
-            if cache["otp"][0] and not cache["otp"][1]:
-                return agg.Login(**cmd)
+            # A customer who never applied for OTP has no token: otp_service is not asked (the
+            # argument, and why a racing application cannot slip through, at
+            # agg.otp_token_possible). Decided per attempt, on the state a retry reloaded.
+            if agg.otp_token_possible(state):
+                if "otp" not in cache:
+                    required = self.otp_token_active(lid)
+                    cache["otp"] = (required, self.otp_code_valid(lid, otp_code) if required else None)
+                cmd.update(otp_required=cache["otp"][0], otp_ok=cache["otp"][1])
+                if cache["otp"][0] and not cache["otp"][1]:
+                    return agg.Login(**cmd)
             if not agg.environment_known(state, environment):
                 if "question" not in cache:
                     question = self._sq("pick_question", lid)

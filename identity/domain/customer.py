@@ -15,7 +15,7 @@ OTP application (手順5…, the OTP issue). A step cannot be skipped or repeate
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
@@ -77,6 +77,12 @@ class Customer:
     login_password_change_required: bool = False
     confirmation_password_change_required: bool = False
     login_id: str | None = None                  # None: the customer number (the only login ID so far)
+    # Until when a temporary password from an operator works (None: no limit, e.g. events
+    # recorded before the limit existed).
+    login_temporary_expires_at: datetime | None = None
+    confirmation_temporary_expires_at: datetime | None = None
+    # A confirmation password was ever verified: only then can an OTP token exist (otp_token_possible).
+    confirmation_ever_verified: bool = False
 
     def counter(self, credential: str) -> lockout.Counter:
         return self.counters.get(credential, lockout.Counter())
@@ -135,6 +141,7 @@ def evolve(state: Customer, event) -> Customer:
     if t == "credential_unlocked":
         return _with_counter(state, d["credential"], lockout.Counter())
     if t == "confirmation_password_verified":
+        state = replace(state, confirmation_ever_verified=True)
         return _with_counter(state, CONFIRMATION, lockout.Counter())
     if t == "passwords_changed":
         for credential in (LEGACY, CONFIRMATION, LOGIN):
@@ -150,7 +157,8 @@ def evolve(state: Customer, event) -> Customer:
     if t == "login_password_reissued":
         state = _with_counter(state, LOGIN, lockout.Counter())
         return replace(state, login_password_hash=d["temporary_password_hash"],
-                       login_password_change_required=True)
+                       login_password_change_required=True,
+                       login_temporary_expires_at=_ts(d.get("expires_at")))
     if t == "login_password_changed":
         state = _with_counter(state, LOGIN, lockout.Counter())
         return replace(state, login_password_hash=d["login_password_hash"],
@@ -158,7 +166,8 @@ def evolve(state: Customer, event) -> Customer:
     if t == "confirmation_password_reset":
         state = _with_counter(state, CONFIRMATION, lockout.Counter())
         return replace(state, confirmation_password_hash=d["temporary_password_hash"],
-                       confirmation_password_change_required=True)
+                       confirmation_password_change_required=True,
+                       confirmation_temporary_expires_at=_ts(d.get("expires_at")))
     if t == "confirmation_password_changed":
         state = _with_counter(state, CONFIRMATION, lockout.Counter())
         return replace(state, confirmation_password_hash=d["confirmation_password_hash"],
@@ -210,6 +219,26 @@ def blocked(state: Customer, credential: str, now: datetime) -> bool:
     """Locked and not due for a timed release: no need to check a password at all."""
     c = state.counter(credential)
     return c.is_locked(now)
+
+
+def otp_token_possible(state: Customer) -> bool:
+    """Could this customer hold an active OTP token? False is a proof, True only a maybe.
+
+    A token is activated only from an OTP application, and otp_service accepts an application
+    only after ``identity.verify_confirmation_password`` answered ok (otp_service ``apply``,
+    R-INI-3), which is after ``confirmation_password_verified`` was committed to this
+    customer's stream. So a stream without that event belongs to a customer who never applied
+    and has no token: the login needs no OTP and need not ask otp_service (R-INI-9).
+
+    The login stays safe against an application racing it: the login appends its outcome with
+    the stream version it read; a ``confirmation_password_verified`` appended meanwhile makes
+    that append conflict, and the retry reads the event and asks otp_service. So a login
+    without the question commits only while the customer provably still has no token. Every
+    other successful confirmation-password check (token release, later procedures) only makes
+    identity ask, as before. Should otp_service ever accept an application without that check,
+    tests/e2e/test_initial_operation_full.py (login after activation without the OTP → 401)
+    fails; tests/integration/test_login_otp_question.py covers identity's side."""
+    return state.confirmation_ever_verified
 
 
 def environment_known(state: Customer, environment: str) -> bool:
@@ -298,12 +327,18 @@ class UnlockCredential:
 
 # Operator procedures (R-LEG-4). The temporary password itself is generated (randomness) and
 # hashed (slow) by the service; only its argon2id hash reaches the decider and the log.
+# A temporary password is handed over on paper (and a temporary login password also lifts a
+# lock), so it works only for a limited time, like the bank's other paper credentials: after
+# that the customer asks the branch again.
+TEMPORARY_PASSWORD_VALIDITY = timedelta(days=14)
+
 
 @dataclass(frozen=True)
 class ReissueLoginPassword:
     now: datetime
     temporary_password_hash: str
     by_operator: bool
+    valid_for: timedelta = TEMPORARY_PASSWORD_VALIDITY
 
 
 @dataclass(frozen=True)
@@ -311,6 +346,7 @@ class ResetConfirmationPassword:
     now: datetime
     temporary_password_hash: str
     by_operator: bool
+    valid_for: timedelta = TEMPORARY_PASSWORD_VALIDITY
 
 
 @dataclass(frozen=True)
@@ -469,6 +505,8 @@ def _login(cmd: Login, state: Customer) -> Decision:
     if cmd.otp_required and not cmd.otp_ok:
         # OTP issue hook: the OTP service counts its own failures; identity only refuses.
         return Decision(tuple(facts), error=Unauthenticated(msg.OTP_REQUIRED, "otp_required"))
+    if state.login_password_change_required and _temporary_expired(state, LOGIN, cmd.now):
+        return Decision(tuple(facts), error=_temporary_password_expired(LOGIN))
     if state.login_password_change_required:
         # A temporary password from an operator (R-LEG-4) buys only the forced change: no
         # customer session, so no secret-question step-up either (it comes at the next login).
@@ -553,6 +591,15 @@ def change_required(state: Customer) -> str | None:
     return None
 
 
+def _temporary_expired(state: Customer, credential: str, now: datetime) -> bool:
+    until = state.login_temporary_expires_at if credential == LOGIN else state.confirmation_temporary_expires_at
+    return until is not None and now >= until
+
+
+def _temporary_password_expired(credential: str) -> Forbidden:
+    return Forbidden(msg.TEMPORARY_PASSWORD_EXPIRED, "temporary_password_expired", credential=credential)
+
+
 def _change_required(credential: str) -> Forbidden:
     detail = msg.LOGIN_PASSWORD_CHANGE_REQUIRED if credential == LOGIN else msg.CONFIRMATION_PASSWORD_CHANGE_REQUIRED
     return Forbidden(detail, "password_change_required", credential=credential)
@@ -579,11 +626,14 @@ def _reissue_login(cmd: ReissueLoginPassword, state: Customer) -> Decision:
     if error:
         return Decision(error=error)
     facts = _unlock_fact(state, LOGIN, cmd.now, "operator")
+    expires_at = (cmd.now + cmd.valid_for).isoformat()
     facts.append(Fact("login_password_reissued", {
         "temporary_password_hash": cmd.temporary_password_hash, "algorithm": "argon2id",
-        "reissued_at": cmd.now.isoformat(), "procedure": "reissue_login_password"}))
+        "reissued_at": cmd.now.isoformat(), "expires_at": expires_at,
+        "procedure": "reissue_login_password"}))
     return Decision(tuple(facts), result={"status": "reissued", "next_step": "login_password_change",
-                                          "unlocked": bool(facts[:-1])})
+                                          "unlocked": bool(facts[:-1]),
+                                          "temporary_password_expires_at": expires_at})
 
 
 def _reset_confirmation(cmd: ResetConfirmationPassword, state: Customer) -> Decision:
@@ -591,10 +641,13 @@ def _reset_confirmation(cmd: ResetConfirmationPassword, state: Customer) -> Deci
     if error:
         return Decision(error=error)
     facts = _unlock_fact(state, CONFIRMATION, cmd.now, "operator")
+    expires_at = (cmd.now + cmd.valid_for).isoformat()
     facts.append(Fact("confirmation_password_reset", {
         "temporary_password_hash": cmd.temporary_password_hash, "algorithm": "argon2id",
-        "reset_at": cmd.now.isoformat(), "procedure": "reset_confirmation_password"}))
-    return Decision(tuple(facts), result={"status": "reset", "unlocked": bool(facts[:-1])})
+        "reset_at": cmd.now.isoformat(), "expires_at": expires_at,
+        "procedure": "reset_confirmation_password"}))
+    return Decision(tuple(facts), result={"status": "reset", "unlocked": bool(facts[:-1]),
+                                          "temporary_password_expires_at": expires_at})
 
 
 def _change_phones(cmd: ChangeRegisteredPhones, state: Customer) -> Decision:
@@ -655,6 +708,8 @@ def _change_one_password(cmd: ChangeOnePassword, state: Customer) -> Decision:
         return Decision(tuple(facts), error=ValidationFailed(detail, errors={field_name: [detail]}))
     was_temporary = state.login_password_change_required if cmd.credential == LOGIN \
         else state.confirmation_password_change_required
+    if was_temporary and _temporary_expired(state, cmd.credential, cmd.now):
+        return Decision(tuple(facts), error=_temporary_password_expired(cmd.credential))
     facts.append(Fact(f"{cmd.credential}_changed", {
         f"{cmd.credential}_hash": _need(cmd.new_hash, "new_hash"), "algorithm": "argon2id",
         "replaced_temporary": was_temporary}))

@@ -60,6 +60,8 @@ LOGIN_PASSWORD_CHANGE_REQUIRED = (
 CONFIRMATION_PASSWORD_CHANGE_REQUIRED = (
     "確認用パスワードが仮パスワードのままです。お取引や各種設定の変更の前に、"
     "新しい確認用パスワードへの変更をお願いします。")
+TEMPORARY_PASSWORD_EXPIRED = (
+    "仮パスワードの有効期限が切れています。お手数ですが、お取引店で再発行の手続きをしてください。")
 PHONES_REQUIRED = "変更後の電話番号を1件以上指定してください。"
 PHONE_INVALID = "電話番号 {index} 件目は有効な日本国内の電話番号ではありません。"
 PHONES_TOO_MANY = "電話番号が多すぎます（最大{max}件）。"

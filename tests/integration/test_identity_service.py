@@ -11,7 +11,6 @@ import csv
 import hashlib
 import os
 import random
-import socket
 import subprocess
 import sys
 import uuid
@@ -26,7 +25,6 @@ import eventlet.tpool
 import psycopg
 import pytest
 from nameko.rpc import rpc
-from nameko.runners import ServiceRunner
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from contracts.errors import (Conflict, DomainError, Forbidden, Locked, NotFound, TooEarly,
@@ -35,6 +33,8 @@ from identity.domain import messages as msg
 from identity.service import IdentityConfig, IdentityService
 from services import db
 from tests import vhosts
+from tests.support.net import free_port
+from tests.support.services import running
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGIN_PW, PIN = "OldPass1", "Pin12345"
@@ -105,31 +105,15 @@ class IdentityBeforeCutover(IdentityService):
     settings = FutureCutover()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster(settings):
-    vhost = f"tsunagi_identity_{uuid.uuid4().hex[:10]}"
-    # rabbitmqctl can fail while other test runs use it at the same moment: try again.
-    if not any(vhosts.create(vhost) or eventlet.sleep(1) for _ in range(3)):
-        pytest.fail("could not create a RabbitMQ vhost with rabbitmqctl")
-    config = {"AMQP_URI": vhosts.uri_for(settings.amqp_uri, vhost), "serializer": "json",
-              "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}", "max_workers": 10,
-              "DATABASE_URL": settings.database_url, "CUTOVER_AT": "2025-01-05T07:00:00+09:00",
-              "LOCKOUT_THRESHOLD": 5, "LOCK_RELEASE_SECONDS": 0, "RPC_TIMEOUT": 10}
-    runner = ServiceRunner(config)
-    for cls in (IdentityService, IdentityBeforeCutover, FakeSecretQuestions, FakeOtpService):
-        runner.add_service(cls)
-    runner.start()
-    try:
-        yield config
-    finally:
-        runner.stop()
-        vhosts.delete(vhost)
+    with vhosts.own(settings.amqp_uri, "tsunagi_identity_") as amqp_uri:
+        config = {"AMQP_URI": amqp_uri, "serializer": "json",
+                  "WEB_SERVER_ADDRESS": f"127.0.0.1:{free_port()}", "max_workers": 10,
+                  "DATABASE_URL": settings.database_url, "CUTOVER_AT": "2025-01-05T07:00:00+09:00",
+                  "LOCKOUT_THRESHOLD": 5, "LOCK_RELEASE_SECONDS": 0, "RPC_TIMEOUT": 10}
+        with running(config, (IdentityService, IdentityBeforeCutover, FakeSecretQuestions, FakeOtpService)):
+            yield config
 
 
 @contextmanager
@@ -404,6 +388,8 @@ def test_r_ini_2_password_change_rules_and_replacement(rpc_, store, settings):
 def test_r_ini_9_login_requires_the_otp_once_a_token_is_active(rpc_, store):
     """R-INI-9: with an active token (otp_service says so) the login needs a valid, unused OTP."""
     number = migrated(rpc_)
+    # Step 5 as otp_service runs it: the confirmation password first, then the token.
+    assert rpc_.identity.verify_confirmation_password(number, NEW_PIN) == {"ok": True}
     OTP_ACTIVE[number] = "654321"
     assert rpc_.identity.migration_status(number)["next_step"] == "done"
     for otp in (None, "000000"):

@@ -32,7 +32,8 @@ def test_reissue_replaces_the_login_hash_unlocks_and_forces_a_change_R_LEG_4():
     assert d.error is None
     assert [f.type for f in d.facts] == ["credential_unlocked", "login_password_reissued"]
     assert d.facts[0].data["credential"] == "login_password" and d.facts[0].data["by"] == "operator"
-    assert d.result == {"status": "reissued", "next_step": "login_password_change", "unlocked": True}
+    assert d.result == {"status": "reissued", "next_step": "login_password_change", "unlocked": True,
+                        "temporary_password_expires_at": (NOW + agg.TEMPORARY_PASSWORD_VALIDITY).isoformat()}
     after = agg.fold(d.facts, state(*given))
     assert after.login_password_hash == "$argon2id$temp" and after.login_password_change_required
     assert not after.counter("login_password").locked
@@ -173,3 +174,42 @@ def test_operator_release_reuses_the_release_rule_of_the_customer_R_LEG_4():
     assert event.type == "token_released" and event.data["reason"] == "operator_procedure"
     with pytest.raises(errors.Conflict):                     # released once only
         otp.decide_token(cmd, otp.evolve_token(token, event))
+
+
+# -- temporary passwords expire (R-LEG-4: handed over on paper) -------------------------------
+
+def _reissued_at(when):
+    return decide(agg.ReissueLoginPassword(when, "$argon2id$temp", True), IMPORTED, MIGRATED, KNOWN).facts[-1]
+
+
+def _reset_at(when):
+    return decide(agg.ResetConfirmationPassword(when, "$argon2id$tpin", True), IMPORTED, MIGRATED, KNOWN).facts[-1]
+
+
+def test_a_temporary_login_password_works_for_14_days_only_R_LEG_4():
+    from datetime import timedelta
+    issued = _reissued_at(NOW - agg.TEMPORARY_PASSWORD_VALIDITY)
+    assert issued.data["expires_at"] == NOW.isoformat()
+    expired = decide(login(ok=True), IMPORTED, MIGRATED, KNOWN, issued)
+    assert expired.error.code == "temporary_password_expired" and expired.error.status == 403
+    assert expired.facts == ()                           # a right password is not a failure
+    fresh = _reissued_at(NOW - agg.TEMPORARY_PASSWORD_VALIDITY + timedelta(seconds=1))
+    assert decide(login(ok=True), IMPORTED, MIGRATED, KNOWN, fresh).result["next_step"] == "login_password_change"
+    # An expired one cannot be changed either; a re-issue starts a new period.
+    assert decide(change_login(), IMPORTED, MIGRATED, KNOWN, issued).error.code == "temporary_password_expired"
+    again = _reissued_at(NOW)
+    assert decide(login(ok=True), IMPORTED, MIGRATED, KNOWN, issued, again).error is None
+    # Events recorded before the limit existed keep working (no expires_at).
+    assert decide(login(ok=True), IMPORTED, MIGRATED, KNOWN, REISSUED).error is None
+
+
+def test_a_temporary_confirmation_password_expires_too_R_LEG_4():
+    reset = _reset_at(NOW - agg.TEMPORARY_PASSWORD_VALIDITY)
+    change = agg.ChangeOnePassword(agg.CONFIRMATION, NOW, True, False, "$argon2id$newpin", POLICY)
+    assert decide(change, IMPORTED, MIGRATED, KNOWN, reset).error.code == "temporary_password_expired"
+    assert decide(change, IMPORTED, MIGRATED, KNOWN, _reset_at(NOW)).error is None
+
+
+def test_the_operator_is_told_until_when_the_temporary_password_works_R_LEG_4():
+    d = decide(agg.ReissueLoginPassword(NOW, "$argon2id$temp", True), IMPORTED, MIGRATED)
+    assert d.result["temporary_password_expires_at"] == (NOW + agg.TEMPORARY_PASSWORD_VALIDITY).isoformat()
