@@ -49,14 +49,16 @@ PASSKEY_LOGIN_SUCCEEDED = register(
                 "(the authenticator's new counter), backed_up, origin, at.")
 PASSKEY_LOGIN_FAILED = register(
     "passkey_login_failed", SERVICE,
-    description="A login with a registered passkey was refused. data: passkey_id, "
-                "customer_number, reason (challenge_invalid | assertion_invalid | "
-                "sign_count_not_increased | passkey_suspended | passkey_unusable | "
-                "login_password_change_required | login_password_locked | "
-                "initial_operation_pending | customer_unknown), at; stored_sign_count and "
-                "received_sign_count for sign_count_not_increased; received_sign_count for the "
-                "last four (a valid assertion refused because of identity's login standing). "
-                "Not counted toward a lockout (see identity/passkeys_domain.py).")
+    description="A validly signed assertion over a login challenge we issued was refused "
+                "(unsigned refusals are only logged, and at most one a minute per passkey is "
+                "recorded until a success; see identity/passkeys_domain.py). data: passkey_id, "
+                "customer_number, reason (challenge_invalid with challenge used | expired; "
+                "sign_count_not_increased | passkey_suspended | login_password_change_required | "
+                "login_password_locked | initial_operation_pending | customer_unknown), at; "
+                "stored_sign_count and received_sign_count for sign_count_not_increased; "
+                "received_sign_count for the last four (refused because of identity's login "
+                "standing). Older events may also carry assertion_invalid, origin_mismatch or "
+                "passkey_unusable. Not counted toward a lockout.")
 PASSKEY_SUSPENDED = register(
     "passkey_suspended", SERVICE,
     description="A validly signed assertion came with a sign counter that did not increase: "
@@ -111,10 +113,6 @@ class RegisterPayload(Schema):
                     validate=validate.Length(max=MAX_NICKNAME,
                                              error=f"{MAX_NICKNAME}文字以内で入力してください。"))
     challenge_id = _str(load_default=None, allow_none=True, validate=validate.Length(max=64))
-
-
-class LoginOptionsPayload(Schema):
-    login_id = _str(load_default=None, allow_none=True, validate=validate.Length(max=64))
 
 
 class LoginPayload(Schema):

@@ -48,7 +48,7 @@ _DOMAIN_PROBLEMS: dict[str, tuple[int, ...]] = {
     "login": (401, 403, 409, 423),
     "login_challenge": (401, 409, 423),
     "migration_login": (401, 403, 409, 423),
-    "webauthn_login_options": (),      # an unknown login id gets a decoy, not a problem
+    "webauthn_login_options": (),      # none: `{}` only (a login_id is the gateway's 422)
     "webauthn_login": (401, 403, 409, 423),
     # step_not_available, concurrent_update; current_password / confirmation locks
     "register_secret_questions": (409,),

@@ -9,7 +9,8 @@ window of S seconds, answering ``429 rate_limited`` with ``Retry-After`` beyond 
 Configuration (Nameko config key, else environment; unset or ``off`` = no limit):
 
 - ``RATE_LIMIT_LOGIN`` — e.g. ``10/60``: 10 requests per 60 s per address, shared by
-  ``POST /api/v1/migration/login`` and ``POST /api/v1/login``;
+  ``POST /api/v1/migration/login``, ``POST /api/v1/login`` and the passkey login
+  (``POST /api/v1/webauthn/login/options`` and ``/login``: two requests per attempt);
 - ``RATE_LIMIT_ACTIVATION`` — the same for ``POST /api/v1/otp-app/activate``.
 
 Off by default: every test, benchmark and `make run` talks from 127.0.0.1, so any default
@@ -51,7 +52,6 @@ POLICIES = {"login": "RATE_LIMIT_LOGIN", "activation": "RATE_LIMIT_ACTIVATION"}
 MAX_ADDRESSES = 100_000
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 _OFF = ("off", "none", "0", "false", "disabled")
-
 
 
 class RateLimited(DomainError):

@@ -12,13 +12,13 @@ under ``credential``; the bare credential object at the top level is accepted to
 """
 from __future__ import annotations
 
-from marshmallow import fields
+from marshmallow import fields, pre_load
 
 from gateway import schemas
 from gateway.http import api, session_token_of
 from gateway.rpc import rpc_call
 from gateway.sessions import token_hash
-from contracts.errors import Forbidden
+from contracts.errors import Forbidden, ValidationFailed
 from nameko.rpc import RpcProxy
 
 TAGS = ("webauthn",)
@@ -56,10 +56,21 @@ class RegisterRequest(CredentialFields):
                            metadata={"description": "端末の名前（20文字以内、例: わたしのiPhone）"})
 
 
+LOGIN_ID_NOT_ACCEPTED = ("生体認証でのログインにログインIDは指定できません。"
+                         "ログインIDを指定せず、端末に保存された生体認証を選んでください。")
+
+
 class LoginOptionsRequest(schemas.BaseSchema):
-    login_id = schemas.Str(required=False, ident=True, allow_none=True, load_default=None, metadata={
-        "description": "ログインID（お客さま番号）: allowCredentials に登録済みの認証器を載せる。"
-                       "省略するとデバイスに保存されたパスキー（discoverable credential）から選ぶ"})
+    """``{}``: no fields. The former ``login_id`` form listed the customer's credential IDs, which
+    told anybody which customers have passkeys; it gets its own message, as a front end written
+    for it should learn what to change."""
+
+    @pre_load
+    def _no_login_id(self, data, **kwargs):
+        if isinstance(data, dict) and "login_id" in data:
+            raise ValidationFailed(LOGIN_ID_NOT_ACCEPTED, "validation_failed",
+                                   errors={"login_id": [LOGIN_ID_NOT_ACCEPTED]})
+        return data
 
 
 class PasskeyView(schemas.BaseSchema):
@@ -127,11 +138,11 @@ class WebAuthnRoutes:
          rate_limit="login", responses=_options_response("Request"),
          summary="生体認証でログイン: 認証器に渡すログインオプション")
     def webauthn_login_options(self, req):
-        """Options for `navigator.credentials.get()` (user verification required). With
-        `login_id`, `allowCredentials` lists the customer's passkeys (an unknown ID gets a
-        decoy, so the answer does not tell whether it exists); with `{}`, the browser offers
-        the passkeys it holds for this site."""
-        return rpc_call(self.passkeys.login_options, req.body.get("login_id"))
+        """Options for `navigator.credentials.get()` (user verification required), body `{}`:
+        no `allowCredentials`, the browser offers the passkeys it holds for this site
+        (discoverable credentials). Problems: `validation_failed` (422) for a `login_id` —
+        that form is not offered, since it told which customers have passkeys."""
+        return rpc_call(self.passkeys.login_options)
 
     @api("POST", "/api/v1/webauthn/login", body=CredentialFields, response=WebAuthnSessionResponse,
          tags=TAGS, rate_limit="login", max_body=MAX_CREDENTIAL_BODY,
@@ -140,14 +151,14 @@ class WebAuthnRoutes:
         """The assertion of `navigator.credentials.get()` (`credential`: its `toJSON()`) → a
         customer session, as `POST /api/v1/login` gives (R-INI-9). Problems:
         `passkey_login_failed` (401: unknown or removed credential, bad signature, wrong
-        origin), `webauthn_challenge_invalid` (401: expired or already used — a replayed
-        assertion), `passkey_suspended` (403: the sign counter did not increase, a possible
+        origin), `webauthn_challenge_invalid` (401: unknown, expired or already used — a
+        replayed assertion), `passkey_suspended` (403: the sign counter did not increase, a possible
         clone; remove it and register again). A passkey stands in for ID and password, so it
         opens no session while they could not (identity's login standing; recorded, nothing
         suspended): `password_change_required` (403, `credential`: an operator re-issued the
         login password — log in with ID and the temporary one and change it),
         `credential_locked` (423, `credential` = `login_password`), `initial_operation_required`
-        (403). Failures are recorded but do not lock."""
+        (403). Failures do not lock; only validly signed ones are recorded."""
         body = req.body
         result = rpc_call(self.passkeys.login, _credential_of(body), body.get("challenge_id"))
         token = self.sessions.create(result["customer_number"], "customer")
@@ -171,6 +182,8 @@ class WebAuthnRoutes:
         return rpc_call(self.passkeys.remove, req.session.customer_number, req.path["credential_id"])
 
     def _require_password_session(self, req) -> None:
+        """Registration only after the ID/password login (R-INI-8): a session opened by a passkey
+        login is refused. Every route that registers a passkey must call it."""
         with self.sessions.pool.connection() as conn:
             row = conn.execute("SELECT 1 FROM gateway.passkey_sessions WHERE token_hash = %s",
                                (token_hash(session_token_of(req.request) or ""),)).fetchone()

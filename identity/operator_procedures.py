@@ -3,10 +3,11 @@ complete them. A mixin of ``identity.service.IdentityService`` (it uses that cla
 ``_execute``, ``_load``, ``context``, ``clock`` and ``settings``).
 
 The procedures come from ``tsunagi operator …`` with the operator and the reason in the Nameko
-context (``actor_kind=operator``); the decider refuses any other actor, and the events carry
-both in their metadata. Temporary passwords are generated here (``secrets``), satisfy the
-rules of R-INI-2, are hashed with argon2id (only the hash is stored, encrypted per customer)
-and are returned once, to the operator's command, never logged.
+context (``actor_kind=operator``, ``actor_id``, ``reason``); the decider refuses a call without
+all three, and the events carry the operator and the reason in their metadata. Temporary
+passwords are generated here (``secrets``), satisfy the rules of R-INI-2, are hashed with
+argon2id (only the hash is stored, encrypted per customer) and are returned once, to the
+operator's command, never logged.
 
 Forced change: after ``reissue_login_password`` the next login with the temporary password
 answers ``password_change_required`` (the gateway opens a session that can only change the
@@ -52,7 +53,7 @@ def _outcome(decision: agg.Decision):
 class OperatorProcedures:
 
     def _by_operator(self) -> bool:
-        return self.context.actor.kind == "operator"
+        return procedures.names_operator_and_reason(self.context, self.name)
 
     def _temporary(self, number: str, make_command) -> dict:
         temporary = new_temporary_password()

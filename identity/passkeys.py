@@ -11,7 +11,9 @@ Configuration (Nameko config key, else environment variable, else default):
 ``WEBAUTHN_RP_ID`` (``localhost``), ``WEBAUTHN_RP_NAME`` (``青森みちのく銀行``),
 ``WEBAUTHN_ORIGIN`` (comma-separated list of allowed origins; default
 ``http://localhost:<port of WEB_SERVER_ADDRESS / GATEWAY_ADDRESS>``),
-``WEBAUTHN_CHALLENGE_SECONDS`` (300), ``WEBAUTHN_MAX_CREDENTIALS`` (5).
+``WEBAUTHN_CHALLENGE_SECONDS`` (300), ``WEBAUTHN_MAX_CREDENTIALS`` (5),
+``WEBAUTHN_USER_HANDLE_KEY`` (a ``kid:base64`` entry as in FIELD_KEYS; default: the first
+FIELD_KEYS entry — see ``user_handle_key``).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from contracts import passkeys as contract
 from contracts.errors import ConcurrencyConflict, DomainError, Unauthenticated, ValidationFailed
 from contracts.events import Actor, RecordedEvent
 from identity import passkeys_domain as domain
+from identity.domain import procedures
 from services import crypto
 from services.config import ConfigReader, Settings
 from services.dependencies import Clock, EventStoreProvider, Logger, RequestContext
@@ -60,7 +63,7 @@ class WebAuthnSettings:
     origins: tuple[str, ...]
     challenge_seconds: int
     max_passkeys: int
-    handle_key: bytes          # derives WebAuthn user handles and decoy credential IDs
+    handle_key: bytes          # derives WebAuthn user handles
 
 
 def default_origins(web_server_address: str | None) -> tuple[str, ...]:
@@ -70,6 +73,19 @@ def default_origins(web_server_address: str | None) -> tuple[str, ...]:
     return (f"http://localhost:{port}",)
 
 
+def user_handle_key(reader: ConfigReader) -> bytes:
+    """The key of the WebAuthn user handles. A handle must stay the same for a customer for as
+    long as their passkeys live (the authenticator replaces its credential for the same user
+    handle), but the first FIELD_KEYS entry changes at every key rotation and old entries are
+    dropped in the end. So the handles come from ``WEBAUTHN_USER_HANDLE_KEY``, a FIELD_KEYS-style
+    entry of its own that is never rotated. Derivation unchanged: setting it to the FIELD_KEYS
+    entry that was first until now (before the first rotation) keeps every existing handle. Unset,
+    the first FIELD_KEYS entry is used as before (fine until the first rotation)."""
+    pinned = reader.raw("WEBAUTHN_USER_HANDLE_KEY")
+    entries = crypto.parse_master_keys(str(pinned) if pinned else Settings().field_keys)
+    return hmac.new(next(iter(entries.values())), b"passkeys/user-handles", hashlib.sha256).digest()
+
+
 def load_settings(config: dict | None) -> WebAuthnSettings:
     reader = ConfigReader(config)
     origins = reader.raw("WEBAUTHN_ORIGIN")
@@ -77,8 +93,6 @@ def load_settings(config: dict | None) -> WebAuthnSettings:
         allowed = tuple(o.strip().rstrip("/") for o in str(origins).split(",") if o.strip())
     else:
         allowed = default_origins(reader.raw("WEB_SERVER_ADDRESS") or reader.raw("GATEWAY_ADDRESS"))
-    master = crypto.parse_master_keys(Settings().field_keys)
-    handle_key = hmac.new(next(iter(master.values())), b"passkeys/user-handles", hashlib.sha256).digest()
     settings = WebAuthnSettings(
         rp_id=str(reader.raw("WEBAUTHN_RP_ID") or "localhost"),
         rp_name=str(reader.raw("WEBAUTHN_RP_NAME") or "青森みちのく銀行"),
@@ -86,7 +100,7 @@ def load_settings(config: dict | None) -> WebAuthnSettings:
         challenge_seconds=int(reader.number("WEBAUTHN_CHALLENGE_SECONDS", domain.DEFAULT_CHALLENGE_SECONDS,
                                             kind=int)),
         max_passkeys=int(reader.number("WEBAUTHN_MAX_CREDENTIALS", domain.DEFAULT_MAX_PASSKEYS, kind=int)),
-        handle_key=handle_key)
+        handle_key=user_handle_key(reader))
     if settings.challenge_seconds < 1 or settings.max_passkeys < 1 or not settings.origins:
         raise ValueError("WEBAUTHN_CHALLENGE_SECONDS and WEBAUTHN_MAX_CREDENTIALS must be positive "
                          "and WEBAUTHN_ORIGIN must name at least one origin")
@@ -249,37 +263,23 @@ class PasskeysService(ping.PingMixin):
     # -- login instead of ID and password --------------------------------------------------------
 
     @expected
-    def login_options(self, login_id=None):
-        """Request options. With a login ID, ``allowCredentials`` lists the customer's passkeys
-        (an unknown ID or one without passkeys gets one decoy ID derived from it, so the answer
-        does not tell whether the customer exists); without one, the browser offers the
-        discoverable passkeys it holds for this site."""
-        args = _load(contract.LoginOptionsPayload, {"login_id": login_id})
-        lid = (args["login_id"] or "").strip() or None
+    def login_options(self):
+        """Request options without ``allowCredentials``: the browser offers the discoverable
+        passkeys it holds for this site. There is no login-ID form: listing a customer's
+        credential IDs told anybody which customers have passkeys (no decoy hid how many and in
+        which lengths), and with the IDs anybody could aim failed logins at a customer."""
         cfg = self.webauthn
-        now = self.clock.now()
-        allow = None
-        customer = None
-        if lid is not None:
-            with self.store.pool.connection() as conn:
-                rows = conn.execute("SELECT credential_id FROM passkeys.credentials WHERE customer_number = %s "
-                                    "AND status = 'active' ORDER BY registered_at", (lid,)).fetchall()
-            ids = [r[0] for r in rows]
-            if ids:
-                customer = lid
-            else:
-                ids = [bytes_to_base64url(hmac.new(cfg.handle_key, b"decoy:" + lid.encode(), hashlib.sha256).digest())]
-            allow = [PublicKeyCredentialDescriptor(id=base64url_to_bytes(i)) for i in ids]
-        challenge_id, challenge, expires_at = self._new_challenge(domain.LOGIN, customer, now)
+        challenge_id, challenge, expires_at = self._new_challenge(domain.LOGIN, None, self.clock.now())
         options = generate_authentication_options(
             rp_id=cfg.rp_id, challenge=challenge, timeout=cfg.challenge_seconds * 1000,
-            allow_credentials=allow, user_verification=UserVerificationRequirement.REQUIRED)
+            user_verification=UserVerificationRequirement.REQUIRED)
         return {**_options_dict(options), "challenge_id": challenge_id, "expires_at": expires_at.isoformat()}
 
     @expected
     def login(self, credential=None, challenge_id=None):
         """Checks an assertion; ``{"status": "ok", "customer_number", "passkey_id"}`` lets the
-        gateway open a customer session. Every refusal for a known credential is recorded."""
+        gateway open a customer session. Only validly signed refusals are recorded (see
+        identity/passkeys_domain.py); the rest are logged without the customer number."""
         args = _load(contract.LoginPayload, {"credential": credential, "challenge_id": challenge_id})
         credential = args["credential"]
         cfg = self.webauthn
@@ -299,10 +299,10 @@ class PasskeysService(ping.PingMixin):
         origin = client_data(credential).get("origin")
         state = self._state(number)
         outcome = None
-        if domain.login_refusal(state, passkey_id, problem) is None and state.get(passkey_id) is not None:
+        if domain.needs_signature(state, passkey_id, problem):
             outcome = self._check_assertion(credential, challenge[1], state.get(passkey_id), origin)
         standing = domain.STANDING_OK
-        if outcome is not None and outcome.problem is None:
+        if outcome is not None and outcome.problem is None and problem is None:
             # Only a valid assertion asks: whoever merely knows a credential ID learns nothing.
             standing = self._login_standing(number)
         metadata = replace(self.context, actor=Actor("customer", number))
@@ -319,10 +319,14 @@ class PasskeysService(ping.PingMixin):
                 state = self._state(number)
         else:
             raise ConcurrencyConflict()
-        types = [e.type for e in decision.events]
-        self.log.info("passkey_login", customer_number=number, passkey_id=passkey_id, events=types,
-                      reason=next((e.data.get("reason") for e in decision.events if "reason" in e.data), None),
-                      challenge=problem)
+        if decision.events:
+            self.log.info("passkey_login", customer_number=number, passkey_id=passkey_id,
+                          events=[e.type for e in decision.events], reason=decision.reason, challenge=problem)
+        else:
+            # Not recorded (unsigned, or within the cap): anybody may have sent it, so the log
+            # names the passkey's internal id only, not the customer.
+            self.log.info("passkey_login_refused_unrecorded", passkey_id=passkey_id,
+                          reason=decision.reason, challenge=problem)
         if decision.error is not None:
             raise decision.error
         return {"status": "ok", "customer_number": number, "passkey_id": passkey_id}
@@ -378,7 +382,7 @@ class PasskeysService(ping.PingMixin):
         the customer is removed (a lost device, or the customer asks at the branch); one
         ``passkey_removed`` per passkey, the operator and the reason in the metadata."""
         number = _load(contract.CustomerPayload, {"customer_number": customer_number})["customer_number"]
-        by_operator = self.context.actor.kind == "operator"
+        by_operator = procedures.names_operator_and_reason(self.context, self.name)
         now = self.clock.now()
         for _ in range(RETRIES):
             state = self._state(number)
@@ -491,17 +495,19 @@ def forget(conn, customer_number: str) -> int:
 
 
 def rebuild(store, *, batch: int = 5000, progress=None) -> int:
-    """Empty the read model and replay every passkeys event into it. Returns events seen."""
+    """Empty the read model and replay every passkeys event into it. Returns events seen.
+
+    The category is read through one server-side cursor (only the credential id opened, the
+    one personal field the table keeps), then applied by ``project`` in pipeline mode (the
+    cursor must be closed first: pipeline mode allows no server-side cursor)."""
+    from services.eventstore.bulk_read import read_events
+    store.seal_all()     # what was committed before the rebuild is in it (replay: sealed already)
     with store.transaction() as conn:
         conn.execute("DELETE FROM passkeys.credentials")
-        position, seen = 0, 0
-        while True:
-            events = store.read_category(contract.STREAM_CATEGORY, position, batch, conn=conn)
-            if not events:
-                return seen
+        events = list(read_events(conn, store.keyring, (contract.STREAM_CATEGORY,), reveal=("credential_id",)))
+        with conn.pipeline():
             for ev in events:
                 project(conn, ev.stream_id, ev.stream_version, ev.type, ev.data)
-            seen += len(events)
-            position = events[-1].global_position
-            if progress:
-                progress(seen)
+        if progress:
+            progress(len(events))
+        return len(events)

@@ -4,11 +4,15 @@ R-INI-8: after ID and password, the device registers a biometric credential; lat
 it instead of ID and password. The rules decided here:
 
 - Registration only from a customer session that came from the ID/password login (the gateway
-  checks the session's kind and how it was opened); at most ``max_passkeys`` credentials per
-  customer (suspended ones count: they must be removed first); one credential ID is registered
-  once, whoever asks.
+  checks the session's kind, and ``gateway/routes_webauthn._require_password_session`` refuses
+  a session a passkey login opened: a new registration path must call it too); at most
+  ``max_passkeys`` credentials per customer (suspended ones count: they must be removed
+  first); one credential ID is registered once, whoever asks.
 - Challenges are single-use and expire (default 5 minutes); a challenge is for one purpose
-  (registration or login) and, when it was issued for a customer, for that customer only.
+  (registration or login) and, when it was issued for a customer (registration), for that
+  customer only. Login challenges are issued to nobody in particular: the login options take
+  no login ID (discoverable credentials), because listing a customer's credential IDs told
+  anybody which customers have passkeys.
 - The sign counter must increase. Authenticators that keep no counter send 0 every time (synced
   passkeys do); 0 after 0 is accepted. A *validly signed* assertion whose counter did not
   increase means two authenticators hold the same private key — a possible clone: the login is
@@ -27,9 +31,29 @@ passkeys with ``decide_remove_all`` (``tsunagi operator remove-passkeys``).
 Failed passkey logins do not count toward a lockout (R-RBA-2 lists passwords, secret answers,
 OTPs and activation passwords: secrets that can be guessed). An assertion is a signature by a
 private key that never leaves the device; there is nothing to guess, and a counter would only
-let anybody who knows a credential ID (allowCredentials are public) lock the customer out.
-Every refusal for a known credential is still an event (``passkey_login_failed``) for the
-audit, and the gateway's per-address rate limit applies to the login routes.
+let anybody who knows a credential ID lock the customer out.
+
+What is recorded (``passkey_login_failed`` on the customer's stream), and what is only logged.
+The login route is unauthenticated and credential IDs are no secret, so an event that anybody
+could cause would let anybody grow a customer's append-only stream without end. Hence:
+
+- Recorded: a refusal of an assertion whose signature is *valid* (checked with the passkey's
+  public key) over a *login* challenge *we issued* — that is, something only the device (or a
+  copy of what the device signed) can produce: a replayed assertion (challenge ``used``), a
+  late one (``expired``), a suspended passkey, a counter that did not increase (also
+  suspends), identity's login standing.
+- Logged only (structlog, no customer number): everything else — a challenge we never issued
+  or issued for registration (``unknown``, ``other_purpose``, ``other_challenge_id``), a bad
+  signature, a wrong origin (clientDataJSON is only trustworthy once the signature is), a
+  passkey whose key was shredded. The answer is the same problem either way.
+- Cap: a captured assertion can be replayed at will, so after a recorded failure the same
+  passkey's next failures within ``FAILURE_RECORD_INTERVAL`` (1 minute) are logged only; a
+  successful login ends the run. A suspension (counter) is always recorded: it changes state.
+
+With that, a stranger without the device cannot append to the stream (short of replaying an
+assertion the device signed, once a minute), so the stream grows with the customer's own use
+only and is still folded whole for each login (no snapshot; worth one if that ever shows).
+The gateway's per-address rate limit applies to the login routes as well.
 
 No I/O, no clock, no randomness here: the service verifies the WebAuthn signatures with
 py_webauthn and passes the outcome, the ids and ``now`` in the commands.
@@ -50,7 +74,6 @@ DEFAULT_MAX_PASSKEYS = 5
 
 REGISTRATION = "registration"
 LOGIN = "login"
-PURPOSES = (REGISTRATION, LOGIN)
 
 ACTIVE = "active"
 SUSPENDED = "suspended"
@@ -82,8 +105,6 @@ MSG_INITIAL_OPERATION_REQUIRED = (
     "ログインIDとログインパスワードでログインし、初期設定を完了してください。")
 MSG_NONE_REGISTERED = "このお客さまの生体認証の登録はありません。"
 MSG_OPERATOR_ONLY = "この操作はお取引店の担当者のみ行えます。"
-MSG_PASSWORD_LOGIN_REQUIRED = ("生体認証の登録には、ログインIDとログインパスワードでのログインが必要です。"
-                               "ログインし直してから、もう一度お試しください。")
 
 # -- reasons a login is refused (event data, stable) ------------------------------------------
 
@@ -118,6 +139,7 @@ class Passkey:
     transports: tuple[str, ...] = ()
     backup_eligible: bool = False
     backed_up: bool = False
+    last_failed_at: str | None = None    # the last recorded failure since the last success (the cap)
 
     @property
     def usable(self) -> bool:
@@ -172,14 +194,16 @@ def evolve(state: Passkeys, event_type: str, data: dict) -> Passkeys:
         return state
     if event_type == contract.PASSKEY_LOGIN_SUCCEEDED.name:
         return _with(state, replace(current, sign_count=int(data.get("sign_count") or 0),
-                                    last_used_at=data.get("at"),
+                                    last_used_at=data.get("at"), last_failed_at=None,
                                     backed_up=bool(data.get("backed_up", current.backed_up))))
+    if event_type == contract.PASSKEY_LOGIN_FAILED.name:
+        return _with(state, replace(current, last_failed_at=data.get("at")))
     if event_type == contract.PASSKEY_SUSPENDED.name:
         return _with(state, replace(current, status=SUSPENDED))
     if event_type == contract.PASSKEY_REMOVED.name:
         rest = {k: v for k, v in state.passkeys.items() if k != pid}
         return replace(state, passkeys=MappingProxyType(rest))
-    return state       # passkey_login_failed changes nothing
+    return state
 
 
 def fold(events: Iterable[RecordedEvent | NewEvent], state: Passkeys = initial_state) -> Passkeys:
@@ -214,8 +238,8 @@ def challenge_problem(challenge: Challenge | None, purpose: str, customer_number
     """Why ``challenge`` cannot be used now (a short English reason for the log), or None.
 
     ``challenge_id``: the id the client quoted, if it quoted one; it must be the same challenge.
-    A challenge bound to a customer (registration; a login that named the login ID) is for
-    that customer only; an unbound login challenge (discoverable credential) is for anybody.
+    A challenge bound to a customer (registration) is for that customer only; a login
+    challenge is unbound (discoverable credentials) and for anybody.
     """
     if challenge is None:
         return "unknown"
@@ -312,8 +336,8 @@ class AssertionOutcome:
 class PasskeyLogin:
     customer_number: str
     passkey_id: str
-    challenge_problem: str | None      # from challenge_problem(); checked before the signature
-    outcome: AssertionOutcome | None   # None when the signature was not checked
+    challenge_problem: str | None      # from challenge_problem()
+    outcome: AssertionOutcome | None   # None when the signature was not checked (needs_signature)
     origin: str | None
     now: datetime
     standing: str = STANDING_OK        # identity's login standing, asked once the signature is valid
@@ -323,20 +347,46 @@ class PasskeyLogin:
 class LoginDecision:
     events: list[NewEvent]
     error: DomainError | None = None
+    reason: str | None = None          # why it was refused, for the service's log
 
 
-def login_refusal(state: Passkeys, passkey_id: str, challenge_problem_: str | None) -> str | None:
-    """Reasons to refuse before checking the signature (so the service need not check it)."""
+FAILURE_RECORD_INTERVAL = timedelta(minutes=1)
+
+# challenge_problem() answers meaning the assertion quotes a login challenge we issued (see the
+# module text): only then is a validly signed refusal worth an event.
+_OUR_LOGIN_CHALLENGE = (None, "used", "expired")
+
+
+def needs_signature(state: Passkeys, passkey_id: str, challenge_problem_: str | None) -> bool:
+    """Whether the service should verify the assertion's signature: a usable passkey and a login
+    challenge we issued (a replayed or late one too: a valid signature on it is worth an event).
+    Anything else is refused unsigned, without the cost of a signature check."""
     passkey = state.get(passkey_id)
-    if passkey is None:
-        return None                     # removed: the service treats it as unknown
+    return passkey is not None and passkey.usable and challenge_problem_ in _OUR_LOGIN_CHALLENGE
+
+
+def _unsigned_refusal(passkey: Passkey, challenge_problem_: str | None,
+                      outcome: AssertionOutcome | None) -> LoginDecision:
+    """Nothing recorded (anybody could send it); the same problem a signed one would get."""
     if challenge_problem_ is not None:
-        return CHALLENGE_INVALID
+        return LoginDecision([], Unauthenticated(MSG_CHALLENGE_INVALID, "webauthn_challenge_invalid"),
+                             CHALLENGE_INVALID)
     if passkey.status == SUSPENDED:
-        return PASSKEY_SUSPENDED
+        return LoginDecision([], Forbidden(MSG_SUSPENDED, "passkey_suspended"), PASSKEY_SUSPENDED)
     if not passkey.usable:
-        return PASSKEY_UNUSABLE
-    return None
+        reason = PASSKEY_UNUSABLE
+    else:
+        reason = outcome.problem if outcome is not None and outcome.problem else ASSERTION_INVALID
+    return LoginDecision([], Unauthenticated(MSG_LOGIN_FAILED, "passkey_login_failed"), reason)
+
+
+def _recently_failed(passkey: Passkey, now: datetime) -> bool:
+    if passkey.last_failed_at is None:
+        return False
+    try:
+        return now - datetime.fromisoformat(passkey.last_failed_at) < FAILURE_RECORD_INTERVAL
+    except (TypeError, ValueError):
+        return False
 
 
 def standing_refusal(standing: str) -> tuple[str, DomainError] | None:
@@ -360,31 +410,34 @@ def decide_login(cmd: PasskeyLogin, state: Passkeys) -> LoginDecision:
     if passkey is None:
         # Removed (or never this customer's): no stream to record on, nothing to say.
         return LoginDecision([], Unauthenticated(MSG_LOGIN_FAILED, "passkey_login_failed"))
+    outcome = cmd.outcome
+    signed = (outcome is not None and outcome.problem is None and passkey.usable
+              and cmd.challenge_problem in _OUR_LOGIN_CHALLENGE)
+    if not signed:
+        return _unsigned_refusal(passkey, cmd.challenge_problem, outcome)
     base = {"passkey_id": passkey.passkey_id, "customer_number": cmd.customer_number,
             "at": cmd.now.isoformat()}
 
     def failed(reason: str, error: DomainError, **extra) -> LoginDecision:
+        if _recently_failed(passkey, cmd.now):
+            return LoginDecision([], error, reason)        # the cap: logged by the service only
         return LoginDecision([NewEvent(contract.PASSKEY_LOGIN_FAILED.name,
-                                       {**base, "reason": reason, **extra})], error)
+                                       {**base, "reason": reason, **extra})], error, reason)
 
-    refusal = login_refusal(state, cmd.passkey_id, cmd.challenge_problem)
-    if refusal == CHALLENGE_INVALID:
-        return failed(refusal, Unauthenticated(MSG_CHALLENGE_INVALID, "webauthn_challenge_invalid"),
+    # Validly signed from here on. The challenge first: a replay repeats the counter, and must
+    # not be taken for a clone.
+    if cmd.challenge_problem is not None:
+        return failed(CHALLENGE_INVALID, Unauthenticated(MSG_CHALLENGE_INVALID, "webauthn_challenge_invalid"),
                       challenge=cmd.challenge_problem)
-    if refusal == PASSKEY_SUSPENDED:
-        return failed(refusal, Forbidden(MSG_SUSPENDED, "passkey_suspended"))
-    if refusal is not None:
-        return failed(refusal, Unauthenticated(MSG_LOGIN_FAILED, "passkey_login_failed"))
-    outcome = cmd.outcome
-    if outcome is None or outcome.problem is not None:
-        reason = outcome.problem if outcome is not None else ASSERTION_INVALID
-        return failed(reason, Unauthenticated(MSG_LOGIN_FAILED, "passkey_login_failed"))
+    if passkey.status == SUSPENDED:
+        return failed(PASSKEY_SUSPENDED, Forbidden(MSG_SUSPENDED, "passkey_suspended"))
     if not sign_count_ok(passkey.sign_count, outcome.sign_count):
         counts = {"stored_sign_count": passkey.sign_count, "received_sign_count": outcome.sign_count}
-        decision = failed(SIGN_COUNT_NOT_INCREASED, Forbidden(MSG_SUSPENDED, "passkey_suspended"), **counts)
-        decision.events.append(NewEvent(contract.PASSKEY_SUSPENDED.name,
-                                        {**base, "reason": "possible_clone", **counts}))
-        return decision
+        # Always recorded (no cap): the suspension changes the passkey's state.
+        return LoginDecision([
+            NewEvent(contract.PASSKEY_LOGIN_FAILED.name, {**base, "reason": SIGN_COUNT_NOT_INCREASED, **counts}),
+            NewEvent(contract.PASSKEY_SUSPENDED.name, {**base, "reason": "possible_clone", **counts})],
+            Forbidden(MSG_SUSPENDED, "passkey_suspended"), SIGN_COUNT_NOT_INCREASED)
     # After the signature and the counter: only the holder of the device learns the standing.
     # Nothing is suspended; the passkey works again once identity's standing is ok.
     refused = standing_refusal(cmd.standing)

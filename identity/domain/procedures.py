@@ -43,6 +43,15 @@ def registered_phones(raw) -> tuple[str, ...]:
     return tuple(phones)
 
 
+def names_operator_and_reason(metadata, service: str) -> bool:
+    """R-LEG-4: a procedure is an event naming the operator and the reason, so the call must
+    carry both, not only ``actor_kind=operator``: without ``actor_id`` the context's actor id
+    defaults to the service's own name (services.dependencies.metadata_from_context)."""
+    actor = metadata.actor
+    return (actor.kind == "operator" and bool((actor.id or "").strip()) and actor.id != service
+            and bool((metadata.reason or "").strip()))
+
+
 def temporary_password_ok(value: str) -> bool:
     """A temporary login or confirmation password satisfies the rules of R-INI-2 (so the
     customer's forced change is an ordinary change) and contains a digit and both cases."""

@@ -11,6 +11,10 @@ each row of ``eventstore.subject_keys`` names the master key id that wrapped it.
    owner, ADMIN_DATABASE_URL; safe while the system runs and safe to repeat);
 4. when ``tsunagi keys status`` shows no row under an old id, remove it from FIELD_KEYS.
 
+Before the first rotation, copy the first FIELD_KEYS entry into ``WEBAUTHN_USER_HANDLE_KEY``:
+the WebAuthn user handles are derived from it, and must not change with the master key
+(identity/passkeys.py ``user_handle_key``). Unset, they follow the first FIELD_KEYS entry.
+
 The log itself is never rewritten (it is append-only and hash-chained): the data keys do not
 change, only their wrapping. TOTP_KEYS works the same way for TOTP secrets (the sealed secret
 carries its kid); those are sealed inside events, so an old TOTP key stays listed while
@@ -78,7 +82,10 @@ def cmd_status(args) -> int:
     ring, conn = _keyring_and_conn()
     with conn:
         status = _status(ring, conn)
-    emit_json(status) if args.json else _print(status)
+    if args.json:
+        emit_json(status)
+    else:
+        _print(status)
     return 1 if status["unknown"] else 0
 
 

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import json
 import os
 import random
-import tempfile
 import uuid
 from datetime import datetime, timezone
 
-import eventlet
 import pytest
-from nameko.containers import ServiceContainer
 from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
 
@@ -32,10 +28,11 @@ from identity.service import IdentityService
 from notifier.service import NotifierService
 from otp_service.service import OtpService
 from phone_auth.service import PhoneAuthService
-from tests import vhosts
 from tests.integration.test_cli import tsunagi
-from tests.integration.test_notifier_delivery import SmtpSink, free_port, start_relay, wait_for
 from tests.integration.webauthn_soft import SoftAuthenticator
+from tests.support.services import system_with_mail
+from tests.support.waiting import wait_for
+from tests.support.web import http_json
 
 LEGACY_PASSWORD, LEGACY_PIN = "Michi2024Ab", "Pin4821x"
 NEW_LOGIN, NEW_CONFIRMATION = "Tsunagi2025X", "kakunin99Z"
@@ -47,52 +44,20 @@ UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Safari/604.1"
 
 @pytest.fixture(scope="module")
 def system(settings, store):
-    vhost = f"tsunagi_opproc_{uuid.uuid4().hex[:10]}"
-    if not any(vhosts.create(vhost) or eventlet.sleep(1) for _ in range(3)):
-        pytest.fail("could not create a RabbitMQ vhost with rabbitmqctl")
-    amqp_uri = vhosts.uri_for(settings.amqp_uri, vhost)
-    sink = SmtpSink(tempfile.mkdtemp(prefix="tsunagi-opproc-mail-")).start()
-    web_port = free_port()
-    config = {**settings.nameko_config(), "AMQP_URI": amqp_uri, "max_workers": 10,
-              "WEB_SERVER_ADDRESS": f"127.0.0.1:{web_port}", "DATABASE_URL": settings.database_url,
-              "SMTP_HOST": "127.0.0.1", "SMTP_PORT": sink.port, "CUTOVER_AT": "2025-01-05T07:00:00+09:00",
-              "LOCKOUT_THRESHOLD": 5, "LOCK_RELEASE_SECONDS": 0, "RPC_TIMEOUT": 20,
-              "TOLL_FREE_NUMBERS": TOLL_FREE, "PHONE_VERIFICATION_SECONDS": 120,
-              "OTP_SERVICE_ID": "AMBK000117"}
-    relay, stop, thread = start_relay(store, amqp_uri)
-    containers = [ServiceContainer(cls, config) for cls in (
-        IdentityService, SecretQuestionsService, OtpService, PhoneAuthService, NotifierService, PasskeysService,
-        GatewayService)]
-    for container in containers:
-        container.start()
-    try:
-        yield {"config": config, "web_port": web_port, "env": {"AMQP_URI": amqp_uri}}
-    finally:
-        list(eventlet.GreenPool().imap(lambda container: container.stop(), containers))
-        stop.set()
-        thread.join(10)
-        sink.stop()
-        vhosts.delete(vhost)
+    with system_with_mail(settings, store, (
+            IdentityService, SecretQuestionsService, OtpService, PhoneAuthService, NotifierService, PasskeysService,
+            GatewayService), vhost_prefix="tsunagi_opproc_", CUTOVER_AT="2025-01-05T07:00:00+09:00",
+            LOCKOUT_THRESHOLD=5, LOCK_RELEASE_SECONDS=0, RPC_TIMEOUT=20, TOLL_FREE_NUMBERS=TOLL_FREE,
+            PHONE_VERIFICATION_SECONDS=120, OTP_SERVICE_ID="AMBK000117") as system:
+        yield {**system, "env": {"AMQP_URI": system["config"]["AMQP_URI"]}}
 
 
 # -- plumbing --------------------------------------------------------------------------------
 
 def http_call(system, method, path, body=None, token=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", system["web_port"], timeout=60)
-    sent = {"User-Agent": UA, **(headers or {})}
-    raw = None
-    if body is not None:
-        raw = json.dumps(body, ensure_ascii=False).encode()
-        sent["Content-Type"] = "application/json"
-    if token:
-        sent["Authorization"] = f"Bearer {token}"
-    try:
-        conn.request(method, path, body=raw, headers=sent)
-        resp = conn.getresponse()
-        payload = resp.read()
-        return resp.status, (json.loads(payload) if payload else None)
-    finally:
-        conn.close()
+    status, _, payload = http_json(system["web_port"], method, path, body, token,
+                                   {"User-Agent": UA, **(headers or {})}, timeout=60)
+    return status, payload
 
 
 def pbkdf2(password: str, iterations: int = 1000) -> str:
@@ -140,6 +105,14 @@ def migrated(system) -> tuple[str, str]:
 
 def login(system, number, password):
     return http_call(system, "POST", "/api/v1/login", {"login_id": number, "password": password})
+
+
+def session_and_phone(system, number) -> tuple[str, str]:
+    """A customer session from the new login password, and the id of the first registered phone."""
+    status, body = login(system, number, NEW_LOGIN)
+    assert status == 200, body
+    session = body["session_token"]
+    return session, http_call(system, "GET", "/api/v1/me/phones", token=session)[1][0]["phone_id"]
 
 
 def operator(system, procedure, number, *extra, operator_id="op-42", reason="紙の申請書 2026-118"):
@@ -275,10 +248,7 @@ def test_reissued_login_password_forces_a_change_then_only_the_new_one_works_R_L
 
 def test_reset_confirmation_password_blocks_transactions_until_changed_R_LEG_4(system, store):
     number, _ = migrated(system)
-    status, body = login(system, number, NEW_LOGIN)
-    assert status == 200, body
-    session = body["session_token"]
-    phone_id = http_call(system, "GET", "/api/v1/me/phones", token=session)[1][0]["phone_id"]
+    session, phone_id = session_and_phone(system, number)
 
     code, out, err = operator(system, "reset-confirmation-password", number, reason="確認用パスワード失念")
     assert code == 0, err
@@ -324,10 +294,7 @@ def call_from(system, caller_e164):
 
 def test_changed_phones_are_used_by_the_otp_application_and_release_falls_back_to_mail_R_LEG_4(system, store):
     number, old_e164 = migrated(system)
-    status, body = login(system, number, NEW_LOGIN)
-    assert status == 200, body
-    session = body["session_token"]
-    old_phone_id = http_call(system, "GET", "/api/v1/me/phones", token=session)[1][0]["phone_id"]
+    session, old_phone_id = session_and_phone(system, number)
     before = len(customer_events(store, number))
 
     # An invalid number refuses the whole form and changes nothing.
@@ -419,3 +386,27 @@ def test_a_customer_cannot_run_an_operator_procedure_R_LEG_4(system, store):
                 call()
             assert getattr(err.value, "code", None) in ("operator_only", "forbidden"), err.value
     assert [e.type for e in customer_events(store, number)] == ["legacy_customer_imported"]
+
+
+def test_an_operator_procedure_without_operator_id_or_reason_is_refused_R_LEG_4(system, store):
+    """R-LEG-4: every procedure is an event naming the operator and the reason. The services
+    check it themselves, not only the CLI: a bus caller that sets ``actor_kind=operator`` but
+    leaves out ``actor_id`` (the id would default to the service's name) or ``reason`` is
+    refused, and nothing is recorded."""
+    number, _ = migrated(system)
+    before = [e.type for e in customer_events(store, number)]
+    for context in ({"actor_kind": "operator"},                                   # neither
+                    {"actor_kind": "operator", "actor_id": "op-42"},              # no reason
+                    {"actor_kind": "operator", "actor_id": "op-42", "reason": "  "},
+                    {"actor_kind": "operator", "reason": "紙の申請書 2026-118"}):  # no operator
+        with ClusterRpcProxy(system["config"], timeout=30,
+                             context_data={"correlation_id": str(uuid.uuid4()), **context}) as rpc:
+            for call in (lambda: rpc.identity.reissue_login_password(number),
+                         lambda: rpc.identity.reset_confirmation_password(number),
+                         lambda: rpc.identity.initialise_login_id(number),
+                         lambda: rpc.identity.change_phones(number, ["090-1111-2222"]),
+                         lambda: rpc.passkeys.remove_by_operator(number)):
+                with pytest.raises(Exception) as err:
+                    call()
+                assert getattr(err.value, "code", None) == "operator_only", (context, err.value)
+    assert [e.type for e in customer_events(store, number)] == before

@@ -33,9 +33,9 @@ def registered(*ns, sign_count=0) -> domain.Passkeys:
     return state
 
 
-def login(state, *, outcome=None, problem=None, passkey_id="pk1"):
+def login(state, *, outcome=None, problem=None, passkey_id="pk1", now=NOW):
     return domain.decide_login(domain.PasskeyLogin(CUSTOMER, passkey_id, problem, outcome,
-                                                   "http://localhost:8000", NOW), state)
+                                                   "http://localhost:8000", now), state)
 
 
 def types(events) -> list[str]:
@@ -159,40 +159,79 @@ def test_r_ini_8_counter_regression_with_valid_signature_suspends_possible_clone
     assert decision.error.code == "passkey_suspended" and not decision.error.detail.isascii()
     after = domain.fold(decision.events, state)
     assert after.get("pk1").status == domain.SUSPENDED
-    # From now on refused before any signature check, whatever the counter.
-    assert domain.login_refusal(after, "pk1", None) == domain.PASSKEY_SUSPENDED
-    later = login(after, outcome=domain.AssertionOutcome(None, 11))
+    # From now on refused whatever the counter; recorded only when validly signed (and not
+    # within a minute of the last recorded failure).
+    later = login(after, outcome=domain.AssertionOutcome(None, 11), now=NOW + timedelta(minutes=2))
     assert later.error.code == "passkey_suspended" and later.events[0].data["reason"] == "passkey_suspended"
+    forged = login(after, outcome=domain.AssertionOutcome(domain.ASSERTION_INVALID), now=NOW + timedelta(minutes=2))
+    assert forged.error.code == "passkey_suspended" and forged.events == []
 
 
-def test_r_ini_8_an_invalid_signature_never_suspends():
+def test_r_ini_8_an_invalid_signature_never_suspends_and_is_not_recorded():
     """Anybody may send a low counter with a forged signature: that must not switch the
-    customer's passkey off, only be recorded as a failure."""
+    customer's passkey off, nor append to the customer's stream (it is only logged)."""
     state = registered(1, sign_count=10)
     decision = login(state, outcome=domain.AssertionOutcome(domain.ASSERTION_INVALID))
-    assert types(decision.events) == ["passkey_login_failed"]
-    assert decision.events[0].data["reason"] == "assertion_invalid"
+    assert decision.events == [] and decision.reason == "assertion_invalid"
     assert isinstance(decision.error, Unauthenticated) and decision.error.code == "passkey_login_failed"
     assert domain.fold(decision.events, state).get("pk1").status == domain.ACTIVE
 
 
 @pytest.mark.parametrize("reason", [domain.ORIGIN_MISMATCH, domain.ASSERTION_INVALID])
-def test_r_ini_9_refusals_are_recorded_and_do_not_lock(reason):
+def test_r_ini_9_unsigned_refusals_are_not_recorded_and_do_not_lock(reason):
     state = registered(1)
     for _ in range(20):     # no lockout however many: nothing to guess (see the module text)
         decision = login(state, outcome=domain.AssertionOutcome(reason))
-        assert decision.events[0].data["reason"] == reason
-        state = domain.fold(decision.events, state)
+        assert decision.events == [] and decision.reason == reason
+        assert decision.error.code == "passkey_login_failed"
     assert login(state, outcome=domain.AssertionOutcome(None, 1)).error is None
 
 
-def test_r_ini_9_replayed_challenge_is_refused_before_the_signature():
+@pytest.mark.parametrize("problem", ["unknown", "other_challenge_id", "other_purpose", "other_customer"])
+def test_r_ini_9_a_challenge_we_did_not_issue_for_login_is_never_recorded(problem):
+    """Finding 1 of the review: a made-up challenge with a known credential ID appended an
+    event per request. Not even a valid signature makes it worth one: we never issued it."""
     state = registered(1)
-    assert domain.login_refusal(state, "pk1", "used") == domain.CHALLENGE_INVALID
-    decision = login(state, problem="used", outcome=None)
+    assert not domain.needs_signature(state, "pk1", problem)
+    for outcome in (None, domain.AssertionOutcome(None, 1)):
+        decision = login(state, problem=problem, outcome=outcome)
+        assert decision.events == [] and decision.error.code == "webauthn_challenge_invalid"
+
+
+@pytest.mark.parametrize("problem", ["used", "expired"])
+def test_r_ini_9_a_signed_replay_or_late_assertion_is_recorded_unsigned_is_not(problem):
+    state = registered(1)
+    assert domain.needs_signature(state, "pk1", problem) and domain.needs_signature(state, "pk1", None)
+    unsigned = login(state, problem=problem, outcome=domain.AssertionOutcome(domain.ASSERTION_INVALID))
+    assert unsigned.events == [] and unsigned.error.code == "webauthn_challenge_invalid"
+    # A replay repeats the counter: refused for the challenge, not taken for a clone.
+    decision = login(state, problem=problem, outcome=domain.AssertionOutcome(None, 0))
     assert decision.error.code == "webauthn_challenge_invalid"
     assert decision.events[0].data == {"passkey_id": "pk1", "customer_number": CUSTOMER, "at": NOW.isoformat(),
-                                       "reason": "challenge_invalid", "challenge": "used"}
+                                       "reason": "challenge_invalid", "challenge": problem}
+
+
+def test_r_ini_9_at_most_one_recorded_failure_a_minute_until_a_success():
+    """A captured assertion can be replayed at will: the cap keeps the stream from growing."""
+    state = registered(1)
+    replay = domain.AssertionOutcome(None, 0)
+    recorded = []
+    for seconds in (0, 10, 59, 60, 61, 90):
+        decision = login(state, problem="used", outcome=replay, now=NOW + timedelta(seconds=seconds))
+        assert decision.error.code == "webauthn_challenge_invalid"
+        recorded += [seconds] * len(decision.events)
+        state = domain.fold(decision.events, state)
+    assert recorded == [0, 60]
+    # A success ends the run: the next failure is recorded at once.
+    ok = login(state, outcome=domain.AssertionOutcome(None, 1), now=NOW + timedelta(seconds=91))
+    state = domain.fold(ok.events, state)
+    assert state.get("pk1").last_failed_at is None
+    again = login(state, problem="used", outcome=replay, now=NOW + timedelta(seconds=92))
+    assert types(again.events) == ["passkey_login_failed"]
+    # The suspension is never capped: it changes the passkey.
+    clone = login(domain.fold(again.events, state), outcome=domain.AssertionOutcome(None, 1),
+                  now=NOW + timedelta(seconds=93))
+    assert types(clone.events) == ["passkey_login_failed", "passkey_suspended"]
 
 
 def test_removed_or_shredded_passkey_cannot_log_in():
@@ -206,7 +245,10 @@ def test_removed_or_shredded_passkey_cannot_log_in():
     shredded = domain.fold([NewEvent("passkey_registered", {
         "passkey_id": "pk9", "credential_id": domain.REDACTED, "public_key": domain.REDACTED,
         "nickname": domain.REDACTED, "registered_at": NOW.isoformat()})])
-    assert domain.login_refusal(shredded, "pk9", None) == domain.PASSKEY_UNUSABLE
+    assert not domain.needs_signature(shredded, "pk9", None)
+    unusable = login(shredded, passkey_id="pk9", outcome=domain.AssertionOutcome(None, 1))
+    assert unusable.events == [] and unusable.reason == domain.PASSKEY_UNUSABLE
+    assert unusable.error.code == "passkey_login_failed"
     assert shredded.listed()[0]["nickname"] is None
 
 
