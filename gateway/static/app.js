@@ -178,6 +178,7 @@
       show("login", { keepAlert: true });
       return;
     }
+    if (confirmationPasswordChangeRequired(problem)) return;
     let detail = body.detail || problem.message;
     if (body.correlation_id && problem.status >= 500) detail += "（お問い合わせ番号: " + body.correlation_id + "）";
     if (form && body.errors) showErrors(form, body.errors, detail);
@@ -273,6 +274,14 @@
       show("challenge");
       return;
     }
+    if (r.next_step === "login_password_change") {
+      // A temporary password from an operator (R-LEG-4): the session can only change it.
+      state.signedIn = true;
+      state.kind = "migration";
+      save();
+      show("loginpw");
+      return;
+    }
     await signedIn();
   });
 
@@ -287,6 +296,49 @@
     if (r.challenge) { alertBox("もう一度ログインしてください。"); show("login", { keepAlert: true }); return; }
     await signedIn();
   });
+
+  // ------------------------------------------------------------------ temporary passwords (R-LEG-4)
+
+  onSubmit("loginpw", (v) => loginPasswordRules({}, v), async (v, form) => {
+    await api("POST", "/api/v1/me/login-password", v);
+    form.reset();
+    // The API has ended every session of the customer: the next login is with the new password.
+    Object.keys(state).forEach((k) => delete state[k]);
+    save();
+    await api("POST", "/api/v1/logout", undefined, { quiet: true }).catch(() => {});   // clears the cookies
+    alertBox("ログインパスワードを変更しました。新しいログインパスワードで、もう一度ログインしてください。", [], true);
+    show("login", { keepAlert: true });
+  });
+
+  // Any check of the confirmation password may answer that it is still an operator's temporary
+  // one: change it here, then go back to the screen that was refused and send it again.
+  function confirmationPasswordChangeRequired(problem) {
+    const body = problem.body || {};
+    if (problem.status !== 403 || body.code !== "password_change_required" ||
+        body.credential !== "confirmation_password" || !state.signedIn) return false;
+    if (state.screen !== "confirmpw") state.returnTo = state.screen;
+    save();
+    alertBox(body.detail || problem.message);
+    show("confirmpw", { keepAlert: true });
+    return true;
+  }
+
+  function backFromConfirmationPassword(message) {
+    const back = state.returnTo || "menu";
+    delete state.returnTo;
+    save();
+    // The temporary password typed there is no longer valid: the new one has to be entered.
+    $$('#s-' + back + ' input[name="confirmation_password"]').forEach((el) => { el.value = ""; });
+    if (message) alertBox(message, [], true);
+    show(back, { keepAlert: !!message });
+  }
+
+  onSubmit("confirmpw", (v) => confirmationPasswordRules({}, v), async (v, form) => {
+    await api("POST", "/api/v1/me/confirmation-password", v);
+    form.reset();
+    backFromConfirmationPassword("確認用パスワードを変更しました。新しい確認用パスワードを入力して、もう一度お手続きください。");
+  });
+  $("#confirmpw-back").addEventListener("click", () => backFromConfirmationPassword(null));
 
   // ------------------------------------------------------------------ initial operation
 
@@ -364,8 +416,8 @@
     goToStep(r.next_step);
   });
 
-  onSubmit("password", (v) => {
-    const e = {};
+  // R-INI-2, shared by step 4 and the changes after an operator's re-issue or reset (R-LEG-4).
+  function loginPasswordRules(e, v) {
     passwordRule(e, v, "current_login_password", "現在のログインパスワード");
     passwordRule(e, v, "new_login_password", "新しいログインパスワード");
     if (!e.new_login_password && !(/[a-z]/.test(v.new_login_password) && /[A-Z]/.test(v.new_login_password)))
@@ -374,14 +426,24 @@
       add(e, "new_login_password", "「現在のログインパスワード」と同一のものはご利用いただけません。");
     if (v.new_login_password_confirmation !== v.new_login_password)
       add(e, "new_login_password_confirmation", "新しいログインパスワード（再入力）が一致しません。確認のため同じものを再度入力してください。");
+    return e;
+  }
+  function confirmationPasswordRules(e, v) {
     passwordRule(e, v, "current_confirmation_password", "現在の確認用パスワード");
     passwordRule(e, v, "new_confirmation_password", "新しい確認用パスワード");
     if (!e.new_confirmation_password && v.new_confirmation_password === v.current_confirmation_password)
       add(e, "new_confirmation_password", "「現在の確認用パスワード」と同一のものはご利用いただけません。");
-    if (!e.new_confirmation_password && v.new_confirmation_password === v.new_login_password)
-      add(e, "new_confirmation_password", "新しいログインパスワードと新しい確認用パスワードは異なるものを設定してください。");
     if (v.new_confirmation_password_confirmation !== v.new_confirmation_password)
       add(e, "new_confirmation_password_confirmation", "新しい確認用パスワード（再入力）が一致しません。確認のため同じものを再度入力してください。");
+    return e;
+  }
+
+  onSubmit("password", (v) => {
+    const e = {};
+    loginPasswordRules(e, v);
+    confirmationPasswordRules(e, v);
+    if (!e.new_confirmation_password && v.new_confirmation_password === v.new_login_password)
+      add(e, "new_confirmation_password", "新しいログインパスワードと新しい確認用パスワードは異なるものを設定してください。");
     return e;
   }, async (v, form) => {
     const r = await api("POST", "/api/v1/migration/password", v);
