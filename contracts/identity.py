@@ -125,9 +125,12 @@ LOGIN_ID_INITIALISED = register(
     "login_id_initialised", SERVICE,
     description="Operator procedure: the login ID was reset to the customer number (R-LEG-4).")
 
-# The gateway ends the customer's sessions when an operator re-issues the login password.
+# The gateway ends the customer's sessions when an operator re-issues the login password, and
+# when the customer changes it.
 LOGIN_PASSWORD_REISSUED_SUBSCRIPTION = subscribe(
     SERVICE, "login_password_reissued", "gateway", "on_login_password_reissued")
+LOGIN_PASSWORD_CHANGED_SUBSCRIPTION = subscribe(
+    SERVICE, "login_password_changed", "gateway", "on_login_password_changed")
 
 
 # -- RPC payloads ---------------------------------------------------------------------------

@@ -5,6 +5,8 @@ R-INI-2), and the end of the customer's sessions when an operator re-issues the 
   the login route opens a *migration*-kind session (customer routes refuse it) and says
   ``next_step: login_password_change``. ``POST /api/v1/me/login-password`` changes it and ends
   every session of the customer: the next login is an ordinary one with the new password.
+- A changed login password also ends them through ``login_password_changed`` (below), in
+  case the route's own revocation is lost.
 - After an operator reset of the confirmation password every check of it (transactions,
   settings, OTP application and release) answers 403 ``password_change_required`` until
   ``POST /api/v1/me/confirmation-password`` has set a new one.
@@ -49,7 +51,8 @@ class CredentialRoutes:
         twice: 6–12 half-width alphanumerics in mixed case, ≠ current, ≠ the confirmation
         password. Every session of the customer ends: log in again with the new password.
         Problems: `validation_failed` (422), `current_password_incorrect` (422, counted towards
-        the lock), `credential_locked` (423), `step_not_available` (409, before step 4)."""
+        the lock), `credential_locked` (423), `step_not_available` (409, before step 4),
+        `temporary_password_expired` (403)."""
         number = req.session.customer_number
         rpc_call(self.identity.change_login_password, number, req.body)
         self.sessions.revoke_all(number)
@@ -62,7 +65,8 @@ class CredentialRoutes:
         """Current confirmation password (e.g. the temporary one after an operator reset), the
         new one twice: 6–12 half-width alphanumerics, ≠ current, ≠ the login password.
         Problems: `validation_failed` (422), `current_password_incorrect` (422, counted),
-        `credential_locked` (423), `password_change_required` (403, the login password first)."""
+        `credential_locked` (423), `password_change_required` (403, the login password first),
+        `temporary_password_expired` (403)."""
         rpc_call(self.identity.change_confirmation_password, req.session.customer_number, req.body)
         return {"status": "changed"}
 
@@ -70,6 +74,17 @@ class CredentialRoutes:
     def on_login_password_reissued(self, event, conn):
         """R-LEG-4: a re-issued login password ends the sessions opened before it. Only those:
         a redelivered event must not end the session of the temporary-password login after it."""
-        conn.execute("UPDATE gateway.sessions SET revoked_at = now() "
-                     "WHERE customer_number = %s AND revoked_at IS NULL AND created_at < %s",
-                     (event.stream_name.split("-", 1)[1], event.recorded_at))
+        _end_sessions_opened_before(conn, event)
+
+    @handles("identity", "login_password_changed")
+    def on_login_password_changed(self, event, conn):
+        """The route above ends the sessions itself, right after identity's commit; if the
+        gateway fails in between (the customer sees 503, the password is changed), this makes
+        sure the sessions opened with the old password still end."""
+        _end_sessions_opened_before(conn, event)
+
+
+def _end_sessions_opened_before(conn, event) -> None:
+    conn.execute("UPDATE gateway.sessions SET revoked_at = now() "
+                 "WHERE customer_number = %s AND revoked_at IS NULL AND created_at < %s",
+                 (event.stream_name.split("-", 1)[1], event.recorded_at))
