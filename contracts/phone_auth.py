@@ -74,8 +74,9 @@ PHONE_VERIFICATION_SUCCEEDED = register(
 PHONE_VERIFICATION_EXPIRED = register(
     "phone_verification_expired", SERVICE,
     description="The window closed without a verifying call; written by the service itself "
-                "(timer), so the page can say so. data: verification_id, application_id, "
-                "customer_number, expires_at.")
+                "(timer), so the page can say so; or closed early because an operator changed "
+                "the registered phones (reason: registered_phones_changed). data: "
+                "verification_id, application_id, customer_number, expires_at, reason (optional).")
 
 EVENT_TYPES = tuple(t.name for t in (
     PHONE_VERIFICATION_STARTED, INBOUND_CALL_RECEIVED, PHONE_VERIFICATION_ATTEMPT_FAILED,
@@ -84,6 +85,10 @@ EVENT_TYPES = tuple(t.name for t in (
 # phone_auth consumes the edges' messages (not stored events; see contracts.telephony).
 INBOUND_CALL_SUBSCRIPTION = subscribe(telephony.SOURCE_SERVICE, telephony.INBOUND_CALL,
                                       SERVICE, "handle_inbound_call")
+# An operator's phone change closes the customer's open verifications (R-LEG-4).
+PHONES_CHANGED_SUBSCRIPTION = subscribe("identity", "registered_phones_changed",
+                                        SERVICE, "on_registered_phones_changed")
+WITHDRAWN_PHONES_CHANGED = "registered_phones_changed"
 
 
 # -- RPC payloads ------------------------------------------------------------------------------

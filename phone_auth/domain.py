@@ -109,6 +109,13 @@ class Expire:
     now: datetime
 
 
+@dataclass(frozen=True)
+class Withdraw:
+    """The registered phones changed (an operator procedure, R-LEG-4) while the customer was
+    being asked to call: the old number may be the lost phone, so its window closes now."""
+    reason: str
+
+
 def decide(cmd, state: Verification) -> list[NewEvent]:
     if isinstance(cmd, StartVerification):
         return _start(cmd, state)
@@ -116,6 +123,8 @@ def decide(cmd, state: Verification) -> list[NewEvent]:
         return _apply_call(cmd, state)
     if isinstance(cmd, Expire):
         return _expire(cmd, state)
+    if isinstance(cmd, Withdraw):
+        return [_expired(state, cmd.reason)] if state.status == c.AWAITING_CALL else []
     raise TypeError(f"unknown command {cmd!r}")
 
 
@@ -140,9 +149,9 @@ def _failed(state: Verification, reason: str, cmd: ApplyCall) -> NewEvent:
         **_base(state), "reason": reason, "call_key": cmd.call_key, "at": cmd.at.isoformat()})
 
 
-def _expired(state: Verification) -> NewEvent:
+def _expired(state: Verification, reason: str | None = None) -> NewEvent:
     return NewEvent(c.PHONE_VERIFICATION_EXPIRED.name, {
-        **_base(state), "expires_at": state.expires_at.isoformat()})
+        **_base(state), "expires_at": state.expires_at.isoformat(), **({"reason": reason} if reason else {})})
 
 
 def _apply_call(cmd: ApplyCall, state: Verification) -> list[NewEvent]:

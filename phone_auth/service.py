@@ -36,7 +36,7 @@ from services import crypto
 from services.config import Settings
 from services.dependencies import Clock, EventStoreProvider, Logger, RequestContext
 from services.eventstore import NO_STREAM
-from services.handlers import handled_once
+from services.handlers import handled_once, handles
 from services.logging import mask_phone
 from services.ping import PingMixin
 
@@ -244,6 +244,28 @@ class PhoneAuthService(PingMixin):
         if expired:
             self.log.info("phone_verifications_expired", verification_ids=expired)
         return expired
+
+    @handles("identity", "registered_phones_changed")
+    def on_registered_phones_changed(self, event, conn):
+        """R-LEG-4: after an operator replaced the registered phones, a call from the old number
+        must not verify an application started before the change (the old phone may be lost
+        and in someone else's hands). Open verifications of the customer close now; the
+        application expires with them and the customer applies again with a new number."""
+        number = event.stream_name.split("-", 1)[1]
+        rows = conn.execute(
+            "SELECT verification_id FROM phone_auth.verifications WHERE customer_number = %s "
+            "AND status = %s ORDER BY verification_id FOR UPDATE",
+            (number, c.AWAITING_CALL)).fetchall()
+        for (vid,) in rows:
+            stream = c.verification_stream(str(vid))
+            state = domain.fold(self.store.read_stream(stream, conn=conn))
+            events = domain.decide(domain.Withdraw(c.WITHDRAWN_PHONES_CHANGED), state)
+            if events:
+                version = self.store.append(stream, events, state.version, self.metadata,
+                                            subject=state.customer_number, conn=conn)
+                self._project(conn, events, version)
+                self.log.info("phone_verification_withdrawn", verification_id=str(vid),
+                              reason=c.WITHDRAWN_PHONES_CHANGED)
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -33,6 +33,9 @@ CREATE INDEX IF NOT EXISTS verifications_open_call_to_idx
 -- The expiry timer scans the open ones that are overdue.
 CREATE INDEX IF NOT EXISTS verifications_open_expiry_idx
     ON phone_auth.verifications (expires_at) WHERE status = 'awaiting_call';
+-- An operator's phone change closes the customer's open ones.
+CREATE INDEX IF NOT EXISTS verifications_open_customer_idx
+    ON phone_auth.verifications (customer_number) WHERE status = 'awaiting_call';
 CREATE INDEX IF NOT EXISTS verifications_application_idx
     ON phone_auth.verifications (application_id);
 
