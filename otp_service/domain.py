@@ -420,10 +420,15 @@ ACTIVATION_REPLAY_SECONDS = 600
 
 
 def replayable_activation(token_events, app_instance_id: str, request_key: str | None, now: datetime,
-                          window: float = ACTIVATION_REPLAY_SECONDS) -> dict | None:
+                          window: float = ACTIVATION_REPLAY_SECONDS, customer_events=()) -> dict | None:
     """The ``token_activated`` data whose answer may be repeated to this request now, or None
-    (no or another key, another app, too late, or the token was used, locked or released)."""
+    (no or another key, another app, too late, or the token was used, locked or released).
+
+    Uses and locks are recorded in the customer's stream (``otpcust-…``), not the token's:
+    ``customer_events`` are that stream's events."""
     if not request_key:
+        return None
+    if _used_or_locked_since_activation(token_events, customer_events):
         return None
     activated, name = None, None
     for e in token_events:
@@ -440,6 +445,19 @@ def replayable_activation(token_events, app_instance_id: str, request_key: str |
     if not 0 <= age <= window:
         return None
     return {**activated, "display_name": name or activated["display_name"]}
+
+
+def _used_or_locked_since_activation(token_events, customer_events) -> bool:
+    activated = next((e.data for e in token_events if e.type == contract.TOKEN_ACTIVATED.name), None)
+    if activated is None:
+        return False
+    since = datetime.fromisoformat(activated["activated_at"])
+    for e in customer_events:
+        if e.type == contract.OTP_VERIFIED.name and e.data.get("token_serial") == activated.get("token_serial"):
+            return True
+        if e.type == contract.OTP_LOCKED.name and datetime.fromisoformat(e.data["locked_at"]) >= since:
+            return True
+    return False
 
 
 def check_token_room(cmd: ActivateToken) -> None:

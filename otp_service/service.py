@@ -274,8 +274,9 @@ class OtpService(MailOtpMixin, PingMixin):
     def _activation_answer_again(self, app, instance: str, request_key, password: str) -> dict | None:
         """The answer of an activation whose reply was lost (domain.replayable_activation);
         None when it may not be repeated (then the IDs are simply used up, as before)."""
-        token = domain.replayable_activation(self.store.read_stream(contract.token_stream(app.token_serial)),
-                                             instance, request_key, self.clock.now())
+        token = domain.replayable_activation(
+            self.store.read_stream(contract.token_stream(app.token_serial)), instance, request_key,
+            self.clock.now(), customer_events=self.store.read_stream(contract.customer_stream(app.customer_number)))
         if token is None or not passwords.verify_secret(app.verifier, password):
             return None
         secret = self.cfg.box.open(token["token_serial"], token["secret"])
@@ -345,25 +346,27 @@ class OtpService(MailOtpMixin, PingMixin):
         stream = contract.customer_stream(number)
         for _ in range(MAX_ATTEMPTS):
             now = self.clock.now()
+            # One pooled connection per attempt, for the read and then the write's transaction
+            # (a checkout and return fewer per verification than a connection for each).
             with self.store.pool.connection() as conn:
                 token, state = projection.token_and_state(conn, number)
-            if token is None:
-                raise NotFound(domain.MSG_NO_TOKEN, domain.CODE_NO_TOKEN)
-            domain.check_otp_usable(state, now, settings.lock_release)
-            serial, kid, sealed = token
-            step = totp.match_step(box.open(serial, {"kid": kid, "ct": sealed}), code, now)
-            events = domain.decide_customer(domain.VerifyOtp(
-                customer_number=number, token_serial=serial, matched_step=step, purpose=purpose, now=now,
-                threshold=settings.lock_threshold, release_after=settings.lock_release), state)
-            try:
-                # Two checks of one customer race on the stream version: the loser re-reads and
-                # finds the step already used, so a code is accepted exactly once.
-                with self.store.transaction() as conn:
-                    version = self.store.append(stream, events, state.version, self.metadata, conn=conn)
-                    projection.project_customer_from(conn, state, version, events)
-                break
-            except ConcurrencyConflict:
-                continue
+                if token is None:
+                    raise NotFound(domain.MSG_NO_TOKEN, domain.CODE_NO_TOKEN)
+                domain.check_otp_usable(state, now, settings.lock_release)
+                serial, kid, sealed = token
+                step = totp.match_step(box.open(serial, {"kid": kid, "ct": sealed}), code, now)
+                events = domain.decide_customer(domain.VerifyOtp(
+                    customer_number=number, token_serial=serial, matched_step=step, purpose=purpose, now=now,
+                    threshold=settings.lock_threshold, release_after=settings.lock_release), state)
+                try:
+                    # Two checks of one customer race on the stream version: the loser re-reads
+                    # and finds the step already used, so a code is accepted exactly once.
+                    with conn.transaction():
+                        version = self.store.append(stream, events, state.version, self.metadata, conn=conn)
+                        projection.project_customer_from(conn, state, version, events)
+                    break
+                except ConcurrencyConflict:
+                    continue
         else:
             raise ConcurrencyConflict(stream=stream)
         domain.raise_otp_outcome(events, settings.lock_threshold)

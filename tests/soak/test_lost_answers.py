@@ -50,6 +50,20 @@ def test_any_other_use_of_the_three_values_stays_refused():
     assert domain.replayable_activation([activated(), released], APP, KEY, later) is None
 
 
+def test_a_use_or_a_lock_in_the_customer_stream_ends_the_window_R_INI_6():
+    # Where otp_service really records them: otp_verified / otp_locked in otpcust-<number>.
+    later = NOW + timedelta(seconds=30)
+    used = NewEvent(contract.OTP_VERIFIED.name, {"token_serial": "TK2345678ABC", "time_step": 1})
+    other_token = NewEvent(contract.OTP_VERIFIED.name, {"token_serial": "TKOTHER00001", "time_step": 1})
+    locked_before = NewEvent(contract.OTP_LOCKED.name, {"locked_at": (NOW - timedelta(days=3)).isoformat()})
+    locked_after = NewEvent(contract.OTP_LOCKED.name, {"locked_at": (NOW + timedelta(seconds=5)).isoformat()})
+    again = lambda *customer: domain.replayable_activation([activated()], APP, KEY, later,  # noqa: E731
+                                                           customer_events=customer)
+    assert again(used) is None
+    assert again(locked_after) is None
+    assert again(other_token, locked_before) is not None     # another token's use, an old lock
+
+
 def test_the_request_key_is_bound_to_the_app_and_needs_a_real_key():
     assert domain.request_key_of(APP, "k" * 32) != domain.request_key_of("app-00000002", "k" * 32)
     assert domain.request_key_of(APP, "short") is None and domain.request_key_of(APP, None) is None
