@@ -76,14 +76,27 @@ class _ReplayKeyRing(KeyRing):
     query up front and unwrapped when first needed, instead of a query per subject (and again
     after the service's 30 s cache time, which a long replay outlives). A subject whose key
     appears later (a customer created during the replay) is looked up as usual. A key shredded
-    during the replay still opens that subject's fields in the replay's rebuild; the shred's
-    own event, sealed later, is what the services apply to the read models."""
+    during the replay is forgotten when the next projection takes its tables
+    (``forget_shredded``); within one projection's rebuild the tables are locked, so the
+    shred's handler applies to the switched-in table after it."""
 
     def __init__(self, master, conn):
         super().__init__(master)
         self._wrapped = {subject: (kid, bytes(wrapped)) for subject, kid, wrapped in conn.execute(
             "SELECT subject, master_kid, wrapped_key FROM eventstore.subject_keys")}
         self._opened: dict[str, bytes] = {}
+
+    def forget_shredded(self, conn) -> int:
+        """Drop every subject whose key was destroyed since the keys were read. Called once a
+        projection holds its tables: a customer shredded while earlier projections were
+        rebuilt would otherwise get their personal fields written back into this one's
+        tables (the service's shred handler has already cleaned the live ones)."""
+        live = {subject for (subject,) in conn.execute("SELECT subject FROM eventstore.subject_keys")}
+        gone = [subject for subject in self._wrapped if subject not in live]
+        for subject in gone:
+            del self._wrapped[subject]
+            self._opened.pop(subject, None)
+        return len(gone)
 
     def data_key(self, conn, subject: str, *, create: bool) -> bytes | None:
         key = self._opened.get(subject)
@@ -183,6 +196,8 @@ def replay_one(store, admin_url: str, projection, *, check: bool, progress=None)
         started = time.monotonic()
         conn.execute("SET lock_timeout = '30s'")   # a stuck service fails the replay, not the bank
         _lock_and_seal(conn, store, projection.tables)
+        if isinstance(store.keyring, _ReplayKeyRing):
+            store.keyring.forget_shredded(conn)
         renames = {t: _swap_in_empty_copy(conn, t) for t in projection.tables}
         # No pipeline mode here: a rebuild streams its categories through one server-side
         # cursor (services/eventstore/bulk_read.py), folds them in memory and writes each
