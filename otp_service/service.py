@@ -237,6 +237,7 @@ class OtpService(MailOtpMixin, PingMixin):
             domain.check_token_room(self._activation(app, instance, False, "", {}, conn))
         # The verifier never changes: one argon2 run serves every retry below.
         matched = passwords.verify_secret(app.verifier, password)
+        twin = None
         for _ in range(MAX_ATTEMPTS):
             serial, secret = new_token_serial(), totp.new_secret()
             try:
@@ -246,6 +247,12 @@ class OtpService(MailOtpMixin, PingMixin):
                     projection.lock(conn, "customer", app.customer_number)
                     projection.lock(conn, "app-instance", instance)
                     app = domain.fold_application(self.store.read_stream(stream, conn=conn))
+                    if app.status == domain.ACTIVATED and app.token_serial and request_key:
+                        # A twin of this very request won the locks: the same RPC redelivered
+                        # while it still ran (a cut broker connection), or the client's retry.
+                        # Its answer is this request's answer too (below, after the locks).
+                        twin = app
+                        break
                     cmd = self._activation(app, instance, matched, serial, box.seal(serial, secret), conn,
                                            request_key)
                     app_events, token_events = domain.decide_activation(cmd, app)
@@ -262,6 +269,11 @@ class OtpService(MailOtpMixin, PingMixin):
                 continue
         else:
             raise ConcurrencyConflict(stream=stream)
+        if twin is not None:
+            again = self._activation_answer_again(twin, instance, request_key, password)
+            if again is not None:
+                return again
+            domain.check_activatable(twin)      # another request's: used up (409)
         if not matched:
             self.log.warning("otp_activation_failed", application_id=application_id,
                              consecutive_failures=app.activation_failures + 1)

@@ -283,6 +283,29 @@ def test_an_app_holds_ten_tokens_and_one_activation_wins_R_INI_7(system, store, 
     assert otp.activate(activation(applications[10][1]), instance_id())["token_serial"]
 
 
+def test_a_request_and_its_redelivered_twin_at_once_get_the_same_answer_R_INI_6(system, store, otp):
+    # The soak found it: a broker cut redelivers the activation RPC while the first delivery
+    # still runs; the twin must not answer 409 (the customer would never see the secret).
+    [(_, status)] = issued_applications(otp, store, 1, password="2468")
+    app_instance, key = instance_id(), "k" * 32
+    body = {"service_id": "AMBK000117", "user_id": status["user_id"], "activation_password": "2468",
+            "agreed": True}
+
+    def activate_with_own_proxy(idempotency_key):
+        with proxy(system) as p:
+            try:
+                return p.otp_service.activate(body, app_instance, idempotency_key)
+            except Conflict as exc:
+                return exc
+    outcomes = list(eventlet.GreenPool().imap(activate_with_own_proxy, [key, key]))
+    assert all(isinstance(o, dict) for o in outcomes), outcomes
+    assert outcomes[0]["token_serial"] == outcomes[1]["token_serial"]
+    assert outcomes[0]["otpauth_uri"] == outcomes[1]["otpauth_uri"]
+    # Without the key, or with another one, the used-up IDs stay refused (R-INI-6).
+    assert isinstance(activate_with_own_proxy(None), Conflict)
+    assert isinstance(activate_with_own_proxy("z" * 32), Conflict)
+
+
 def test_application_rules_R_INI_3_R_INI_4(system, store, otp):
     # No callable number: the customer is sent to the branch.
     for group in (NO_PHONES, NOT_CALLABLE):
