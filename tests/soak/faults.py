@@ -66,6 +66,7 @@ class FaultInjector:
         r = _ctl("close_all_connections", "-p", self.vhost, "soak fault injection")
         if r.returncode != 0:
             raise RuntimeError(f"close_all_connections: {r.stderr}")
+        self.notes.append(f"cut the connections of vhost {self.vhost}")
         return "rabbitmq_cut"
 
     def rabbitmq_restart(self) -> str:
@@ -78,6 +79,7 @@ class FaultInjector:
             r = _ctl(*cmd)
             if r.returncode != 0:
                 raise RuntimeError(f"rabbitmqctl {cmd[0]}: {r.stderr}")
+        self.notes.append("restarted RabbitMQ (stop_app, start_app)")
         return "rabbitmq_restart"
 
     def service_kill(self) -> str:
@@ -124,14 +126,17 @@ class FaultInjector:
         r = subprocess.run(["pg_ctlcluster", *PG_CLUSTER, "restart"], capture_output=True, text=True, timeout=180)
         if r.returncode != 0:
             raise RuntimeError(f"pg_ctlcluster restart: {r.stderr}")
+        self.notes.append("restarted the PostgreSQL server")
         return "postgres_restart"
 
     # -- scheduling ----------------------------------------------------------------------------
 
     def inject(self, kind: str) -> None:
+        before = len(self.notes)
         done = getattr(self, kind)()
         self.done[done] += 1
-        self.log(f"[soak] fault: {done} ({self.notes[-1] if self.notes else ''})")
+        # Only what this fault noted: an earlier fault's note would misname what happened.
+        self.log(f"[soak] fault: {done} ({'; '.join(self.notes[before:])})")
 
     def start(self, schedule: list[tuple[float, str]], progress) -> None:
         """``schedule``: (progress 0…1 of the load, kind), run in order on a thread of its own;
