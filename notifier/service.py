@@ -25,6 +25,7 @@ import functools
 import os
 import re
 
+import psycopg
 from nameko.rpc import rpc as nameko_rpc
 from nameko.timer import Timer
 
@@ -36,7 +37,7 @@ from notifier.config import MailConfig
 from notifier.mail import TemplateError, mail_id_for, message_id_for, render
 from services.dependencies import Clock, EventStoreProvider, Logger
 from services.eventstore import NO_STREAM
-from services.handlers import event_handler, handles, run_handler
+from services.handlers import event_handler, handles, retrying, run_handler
 from services.logging import mask_email
 from services.ping import PingMixin
 from notifier.select_email import SelectEmailMixin
@@ -230,12 +231,22 @@ class NotifierService(SelectEmailMixin, PingMixin):
         events = outbox.decide(outbox.RecordAttempt(
             outcome=outcome, error=error, now=self.clock.now(), max_attempts=cfg.max_attempts,
             retry_base=cfg.retry_base, retry_max=cfg.retry_max), state)
-        with self.store.transaction() as conn:
-            # Attempts belong to the request that caused the mail: same correlation id.
-            metadata = Metadata(service=self.name).caused_by(history[0], service=self.name)
-            version = self.store.append(stream, events, state.version, metadata,
-                                        subject=state.customer_number, conn=conn)
-            projection.project_all(conn, version, events)
+        def record():
+            with self.store.transaction() as conn:
+                # Attempts belong to the request that caused the mail: same correlation id.
+                metadata = Metadata(service=self.name).caused_by(history[0], service=self.name)
+                version = self.store.append(stream, events, state.version, metadata,
+                                            subject=state.customer_number, conn=conn)
+                projection.project_all(conn, version, events)
+
+        if outcome == outbox.SENT_OK:
+            # The server has the mail. Left unrecorded, the lease would run out and the timer
+            # send it a second time, so wait out a database outage here (the lease is longer).
+            # Only a crash in this gap can still send it twice; the Message-ID stays the same.
+            retrying(self.store, record, self.log, retryable=(psycopg.OperationalError,),
+                     what="mail_sent_record")
+        else:
+            record()
         kind = events[0].type
         log = self.log.warning if kind != contract.MAIL_SENT.name else self.log.info
         log(kind, mail_id=mail_id, template=state.template, attempt=state.attempts + 1, error=error,

@@ -60,18 +60,27 @@ def run_handler(store, name: str, body, effect, log) -> tuple[RecordedEvent, boo
     """Decode ``body`` and run ``effect(event, conn)`` once per event (``handled_once``),
     retrying transient failures with backoff for up to ``RETRY_FOR_SECONDS``. Returns
     (event, ran, result); raises the transient error when it outlasts the retries."""
+    def once():
+        event = decode(body, store)     # may read a data key: inside the retries too
+        ran, result = handled_once(store, name, event, lambda conn: effect(event, conn))
+        return event, ran, result
+    return retrying(store, once, log)
+
+
+def retrying(store, attempt_once, log, *, retryable=RETRYABLE, what: str = "event_handler"):
+    """``attempt_once()``, again with backoff while it fails with ``retryable`` (the database
+    away, a lost race), for up to ``RETRY_FOR_SECONDS``; dead pooled connections are dropped
+    between attempts. Raises the last error when it outlasts the retries."""
     deadline, delay, attempt = time.monotonic() + RETRY_FOR_SECONDS, _BACKOFF, 0
     while True:
         attempt += 1
         try:
-            event = decode(body, store)     # may read a data key: inside the retries too
-            ran, result = handled_once(store, name, event, lambda conn: effect(event, conn))
-            return event, ran, result
-        except RETRYABLE as exc:
+            return attempt_once()
+        except retryable as exc:
             if time.monotonic() >= deadline:
-                log.error("event_handler_failed", error=type(exc).__name__, attempts=attempt)
+                log.error(f"{what}_failed", error=type(exc).__name__, attempts=attempt)
                 raise
-            log.warning("event_handler_retrying", error=type(exc).__name__, attempt=attempt)
+            log.warning(f"{what}_retrying", error=type(exc).__name__, attempt=attempt)
             if isinstance(exc, psycopg.OperationalError):
                 _drop_dead_connections(store)
             time.sleep(delay)

@@ -157,6 +157,34 @@ def test_smtp_down_then_up_delivers_exactly_once(system, store, notifier):
     assert types == mail_events(store, event_id)
 
 
+def test_database_lost_after_the_smtp_accept_still_records_one_sent_mail_R_INI_5(system, store):
+    """The SMTP server has accepted the mail, and the database goes away before ``mail_sent``
+    is recorded. The notifier waits the outage out and records it; the timer must not send the
+    mail a second time (the soak once saw exactly that after a database outage)."""
+    sink = system["sink"]
+    sink.hold_replies(True)
+    try:
+        event_id, _ = issue_token_event(store, "saburo@example.ne.jp")
+        message_id = f"<{event_id}@tsunagi.am-bk.co.jp>"
+        wait_for(lambda: sink.with_message_id(message_id), what="the mail stored, its 250 held back")
+        with store.pool.connection() as conn:
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+        store.pool.check()          # the test's own pooled connections died too
+        assert killed >= 1
+    finally:
+        sink.hold_replies(False)
+    # Read from the store: an RPC now may meet one of the notifier's own dead pooled
+    # connections and answer with an error, which is not what this test is about.
+    wait_for(lambda: mail_events(store, event_id)[-1] == "mail_sent", what="mail_sent")
+    assert mail_events(store, event_id) == ["mail_queued", "mail_sent"]
+    with store.pool.connection() as conn:
+        assert conn.execute("SELECT status, attempts FROM notifier.outbox WHERE message_id = %s",
+                            (message_id,)).fetchone() == ("sent", 1)
+    assert len(sink.with_message_id(message_id)) == 1
+
+
 def test_permanent_refusal_ends_as_mail_failed_visible_to_operators(system, store, notifier):
     sink = system["sink"]
     event_id, _ = issue_token_event(store, "nobody@refused.example")

@@ -40,6 +40,10 @@ class Sink:
         with open(tmp, "wb") as f:
             f.write(head + envelope.original_content)
         os.rename(tmp, os.path.join(directory, name))      # readers never see half a mail
+        # A test that creates HOLD keeps the client waiting for the 250 it is owed: the mail is
+        # accepted on disk, the client does not know it yet (for faults in exactly that gap).
+        while os.path.exists(os.path.join(directory, "HOLD")):
+            await asyncio.sleep(0.02)
         return "250 Message accepted for delivery"
 
 controller = Controller(Sink(), hostname="127.0.0.1", port=port)
@@ -83,6 +87,14 @@ class SmtpSink:
         for path in sorted(Path(self.directory).glob("[!.]*.eml")):
             out.append(email.message_from_bytes(path.read_bytes(), policy=policy.default))
         return out
+
+    def hold_replies(self, on: bool) -> None:
+        """While on, each mail is stored and the client waits for its 250."""
+        hold = Path(self.directory) / "HOLD"
+        if on:
+            hold.touch()
+        else:
+            hold.unlink(missing_ok=True)
 
     def with_message_id(self, message_id: str) -> list:
         return [m for m in self.messages() if m["Message-ID"] == message_id]
