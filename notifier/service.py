@@ -231,6 +231,7 @@ class NotifierService(SelectEmailMixin, PingMixin):
         events = outbox.decide(outbox.RecordAttempt(
             outcome=outcome, error=error, now=self.clock.now(), max_attempts=cfg.max_attempts,
             retry_base=cfg.retry_base, retry_max=cfg.retry_max), state)
+
         def record():
             with self.store.transaction() as conn:
                 # Attempts belong to the request that caused the mail: same correlation id.
