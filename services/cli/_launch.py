@@ -81,6 +81,8 @@ def main(argv=None) -> int:
 
 def run(services: list[type], config: dict) -> None:
     """nameko.cli.run.run, with stop requests held back until start-up has finished."""
+    from services import amqp_acks
+    amqp_acks.install()     # a broker restart during an ack must not end the process
     runner = ServiceRunner(config)
     for cls in services:
         runner.add_service(cls)
