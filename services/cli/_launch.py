@@ -11,9 +11,20 @@ This is `nameko run --config FILE MODULE` with two differences that matter here:
   with an exception instance, which eventlet 0.41 turns into IndexError and a crash.)
 - "ready" is logged once every entrypoint consumes, which the runner and tests can wait for.
 Eventlet patches the standard library before anything else is imported, as `nameko run` does.
+- psycopg's wait function is always a green one, whatever the environment says.
 """
+import os
 import signal
 import warnings
+
+# A service runs on eventlet: psycopg's C wait function (wait_c) would block the whole hub on
+# every query, and a query waiting for a lock would stall the process for good (the holder
+# can never receive the RPC reply it waits for). An inherited PSYCOPG_WAIT_FUNC=wait_c, e.g.
+# a benchmark's choice leaking through the environment, must not reach a service. psycopg reads
+# the variable when it is first imported, which has not happened yet here.
+_GREEN_WAITS = ("wait_selector", "wait_select")
+if os.environ.get("PSYCOPG_WAIT_FUNC") not in _GREEN_WAITS:
+    os.environ["PSYCOPG_WAIT_FUNC"] = "wait_selector"
 
 
 def _stop_before_start(signum, _frame):
@@ -83,6 +94,9 @@ def run(services: list[type], config: dict) -> None:
     """nameko.cli.run.run, with stop requests held back until start-up has finished."""
     from services import amqp_acks
     amqp_acks.install()     # a broker restart during an ack must not end the process
+    import psycopg.waiting
+    if psycopg.waiting.wait.__name__ not in _GREEN_WAITS:   # imported too early by someone
+        raise SystemExit(f"psycopg chose {psycopg.waiting.wait.__name__}, which blocks eventlet")
     runner = ServiceRunner(config)
     for cls in services:
         runner.add_service(cls)

@@ -7,5 +7,10 @@ be chosen before psycopg is first imported, which is why it is set in the packag
 bench_eventstore measures both wait functions side by side in a full run.
 """
 import os
+import sys
 
-os.environ["PSYCOPG_WAIT_FUNC"] = os.environ.get("BENCH_PSYCOPG_WAIT_FUNC", "wait_c")
+# Only a process that has not chosen yet: a test that imports a bench helper (the replay
+# tests use bench_operator's generator) has psycopg already, and wait_c in its environment
+# would reach the services of every system it starts afterwards.
+if "psycopg" not in sys.modules:
+    os.environ["PSYCOPG_WAIT_FUNC"] = os.environ.get("BENCH_PSYCOPG_WAIT_FUNC", "wait_c")

@@ -91,3 +91,26 @@ def test_c_wait_function_serialises_green_threads(settings):
     elapsed, peak = out.stdout.split()
     assert int(peak) <= 1
     assert float(elapsed) >= 2.4
+
+
+def test_a_service_never_runs_on_the_blocking_wait_function():
+    """A PSYCOPG_WAIT_FUNC=wait_c inherited by a service (a benchmark helper imported by a test
+    once set it for the whole test run) made two concurrent OTP applications stall otp_service:
+    the one waiting for the customer lock blocked the hub the lock holder needed."""
+    env = {**os.environ, "PSYCOPG_WAIT_FUNC": "wait_c", "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run(
+        [sys.executable, "-c", "import services.cli._launch, psycopg.waiting as w; print(w.wait.__name__)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "wait_selector"
+
+
+def test_importing_a_benchmark_helper_keeps_the_wait_function_of_the_run():
+    script = ("import os, psycopg\n"
+              "os.environ['PSYCOPG_WAIT_FUNC'] = 'wait_selector'\n"
+              "import tests.bench\n"
+              "print(os.environ['PSYCOPG_WAIT_FUNC'])")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "wait_selector"
