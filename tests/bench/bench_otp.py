@@ -23,20 +23,17 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
-from pathlib import Path
 
 import requests
 from rich.console import Console
 from rich.table import Table
 
-from services import db
 from services.config import Settings
-from tests.bench.common import percentile
+from tests.bench.common import percentile, whole_system
 
 console = Console(highlight=False)
 TARGET_P99_MS = 300.0
@@ -122,34 +119,19 @@ class Applicant:
 
 
 def main(args) -> list[tuple[str, bool]]:
-    from tests import vhosts
-    from tests.e2e.conftest import start_system
-
-    settings = Settings()
-    tag = uuid.uuid4().hex[:8]
-    dbname, vhost = f"tsunagi_bench_otp_{tag}", f"tsunagi_bench_otp_{tag}"
     total = 40 if args.quick else 200
-    db.setup(settings, dbname, log=lambda *_: None)
-    vhost_made = vhosts.create(vhost)
-    amqp = vhosts.uri_for(settings.amqp_uri, vhost) if vhost_made else settings.amqp_uri
     auth_token = f"bench-{uuid.uuid4().hex}"
-    overrides = {"DATABASE_URL": db.url_for(settings.database_url, dbname),
-                 "AUDITOR_DATABASE_URL": db.url_for(settings.auditor_database_url, dbname),
-                 "AMQP_URI": amqp, "TELEPHONY_RING_DELAY_SECONDS": "0", "TELEPHONY_AUTH_TOKEN": auth_token,
-                 "TELEPHONY_PUBLIC_BASE_URL": "",
-                 # As the bare pair (otp_verify.start_bare) and the other benchmarks' systems: at
-                 # INFO the gateway writes a line per request, which the bare pair does not.
-                 "LOG_LEVEL": "WARNING",
-                 # The services' wait function, as `tsunagi run` gives them (runner.child_env):
-                 # this process chose wait_c for its own threads (tests/bench/__init__.py), and
-                 # the system inherits os.environ; wait_c blocks a service's eventlet hub on every
-                 # query, serialising the gateway's and otp_service's database waits.
-                 "PSYCOPG_WAIT_FUNC": "wait_selector"}
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)                       # System passes os.environ to its children
-    system = None
-    try:
-        system = start_system(Path(tempfile.mkdtemp(prefix="bench_otp_")))
+    with whole_system(
+            "otp", TELEPHONY_RING_DELAY_SECONDS="0", TELEPHONY_AUTH_TOKEN=auth_token,
+            TELEPHONY_PUBLIC_BASE_URL="",
+            # As the bare pair (otp_verify.start_bare) and the other benchmarks' systems: at
+            # INFO the gateway writes a line per request, which the bare pair does not.
+            LOG_LEVEL="WARNING",
+            # The services' wait function, as `tsunagi run` gives them (runner.child_env):
+            # this process chose wait_c for its own threads (tests/bench/__init__.py), and the
+            # system inherits os.environ (the service launcher also refuses wait_c itself).
+            PSYCOPG_WAIT_FUNC="wait_selector") as system:
+        amqp = os.environ["AMQP_URI"]
         from nameko.standalone.rpc import ClusterRpcProxy
         import base64
         import hashlib
@@ -194,20 +176,6 @@ def main(args) -> list[tuple[str, bool]]:
         verify_figures, verify_ok = otp_verify.run(
             system.gateway_port, Settings(), dict(os.environ), system.workdir, quick=args.quick, console=console,
             system_pids=system.child_pids())
-    finally:
-        if system is not None:
-            system.terminate()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if vhost_made:
-            vhosts.delete(vhost)
-        try:
-            db.drop_database(settings, dbname)
-        except Exception as exc:  # noqa: BLE001
-            console.print(f"[yellow]could not drop {dbname}: {exc}[/yellow]")
 
     ms = [x * 1000 for x in latencies]
     p50, p99 = statistics.median(ms), percentile(ms, 99)

@@ -19,43 +19,25 @@ issue asks for the figures.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services import db
-from services.config import Settings
+from tests.bench.common import whole_system
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(args):
-    from tests import vhosts
-    from tests.e2e.conftest import start_system
-
     if not Path("/usr/bin/chromium").exists():
         print("skipped: /usr/bin/chromium is not installed (python -m tests.setup_machine)")
         return None
     rounds = 3 if args.quick else 10
-    settings = Settings()
-    tag = uuid.uuid4().hex[:8]
-    dbname = vhost = f"tsunagi_bench_web_{tag}"
-    db.setup(settings, dbname, log=lambda *_: None)
-    vhost_made = vhosts.create(vhost)
-    overrides = {"DATABASE_URL": db.url_for(settings.database_url, dbname),
-                 "AUDITOR_DATABASE_URL": db.url_for(settings.auditor_database_url, dbname),
-                 "AMQP_URI": vhosts.uri_for(settings.amqp_uri, vhost) if vhost_made else settings.amqp_uri}
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)                       # System passes os.environ to its children
-    system = None
     workdir = Path(tempfile.mkdtemp(prefix="bench_web_"))
-    try:
-        system = start_system(workdir / "system")
+    with whole_system("web") as system:
         result_file = workdir / "first_screen.json"
         proc = subprocess.run(
             [sys.executable, "-m", "tests.browser.journey", "--base-url", f"http://localhost:{system.gateway_port}",
@@ -65,20 +47,6 @@ def main(args):
         if proc.returncode != 0:
             raise RuntimeError(f"browser run failed:\n{proc.stderr[-3000:]}")
         measured = json.loads(result_file.read_text())["rounds"]
-    finally:
-        if system is not None:
-            system.terminate()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if vhost_made:
-            vhosts.delete(vhost)
-        try:
-            db.drop_database(settings, dbname)
-        except Exception as exc:  # noqa: BLE001
-            print(f"(could not drop {dbname}: {exc})")
 
     def med(key, source=None):
         return statistics.median((r if source is None else r[source])[key] for r in measured)

@@ -1,9 +1,14 @@
 """Small helpers the benchmarks share."""
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
+import tempfile
+import uuid
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -31,3 +36,44 @@ def stop_processes(procs: list[subprocess.Popen], grace: float = 20.0) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+@contextlib.contextmanager
+def whole_system(name: str, **env: str):
+    """A whole running system (tests/e2e's System: every service, the gateway, the relay) on a
+    database and a RabbitMQ vhost of its own, with ``env`` on top of this process's
+    environment. Yields the system; stops it and removes the database and the vhost
+    afterwards, whatever the benchmark did."""
+    from services import db
+    from services.config import Settings
+    from tests import vhosts
+    from tests.e2e.conftest import start_system
+
+    settings = Settings()
+    dbname = vhost = f"tsunagi_bench_{name}_{uuid.uuid4().hex[:8]}"
+    db.setup(settings, dbname, log=lambda *_: None)
+    vhost_made = vhosts.create(vhost)
+    overrides = {"DATABASE_URL": db.url_for(settings.database_url, dbname),
+                 "AUDITOR_DATABASE_URL": db.url_for(settings.auditor_database_url, dbname),
+                 "AMQP_URI": vhosts.uri_for(settings.amqp_uri, vhost) if vhost_made else settings.amqp_uri,
+                 **env}
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)                       # System passes os.environ to its children
+    system = None
+    try:
+        system = start_system(Path(tempfile.mkdtemp(prefix=f"bench_{name}_")))
+        yield system
+    finally:
+        if system is not None:
+            system.terminate()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if vhost_made:
+            vhosts.delete(vhost)
+        try:
+            db.drop_database(settings, dbname)
+        except Exception as exc:  # noqa: BLE001 - leave a note, never hide the figures
+            print(f"(could not drop {dbname}: {exc})")

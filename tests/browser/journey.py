@@ -471,36 +471,46 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args(argv)
     journey = Journey(args)
+
+    def steps(browser):
+        if args.first_screen_only:
+            rounds = []
+            for _ in range(args.rounds):
+                context = browser.new_context(base_url=journey.base, locale="ja-JP", **IPHONE)
+                page = journey.first_screen(context)
+                page.close()
+                rounds.append({**journey.result["first_screen"], "warm": journey.warm_load(context)})
+                context.close()
+            journey.result["rounds"] = rounds
+        if args.smartphone:
+            journey.smartphone(browser, *args.smartphone.split(":"))
+        if args.pc:
+            journey.pc(browser, *args.pc.split(":"))
+        if args.demo_button:
+            journey.demo_button(browser, *args.demo_button.split(":"))
+
+    return run_in_chromium(steps, journey.result, args.result)
+
+
+def run_in_chromium(steps, result: dict, result_path: str) -> int:
+    """Run ``steps(browser)`` in Debian's Chromium and write ``result`` (with ``ok``, and the
+    error with the page's state when a step failed) to ``result_path`` for the test to read.
+    Returns the process's exit code."""
     code = 0
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            if args.first_screen_only:
-                rounds = []
-                for _ in range(args.rounds):
-                    context = browser.new_context(base_url=journey.base, locale="ja-JP", **IPHONE)
-                    page = journey.first_screen(context)
-                    page.close()
-                    rounds.append({**journey.result["first_screen"], "warm": journey.warm_load(context)})
-                    context.close()
-                journey.result["rounds"] = rounds
-            if args.smartphone:
-                journey.smartphone(browser, *args.smartphone.split(":"))
-            if args.pc:
-                journey.pc(browser, *args.pc.split(":"))
-            if args.demo_button:
-                journey.demo_button(browser, *args.demo_button.split(":"))
-            journey.result["ok"] = True
+            steps(browser)
+            result["ok"] = True
         except Exception as exc:   # noqa: BLE001 - reported to the test with the page's state
             code = 1
-            journey.result["ok"] = False
-            journey.result["error"] = "".join(traceback.format_exception(exc))
-            print(journey.result["error"], file=sys.stderr, flush=True)
+            result["ok"] = False
+            result["error"] = "".join(traceback.format_exception(exc))
+            print(result["error"], file=sys.stderr, flush=True)
         finally:
             browser.close()
-    Path(args.result).write_text(json.dumps(journey.result, ensure_ascii=False, indent=2))
+    Path(result_path).write_text(json.dumps(result, ensure_ascii=False, indent=2))
     return code
-
 
 if __name__ == "__main__":
     sys.exit(main())

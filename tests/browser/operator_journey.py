@@ -25,13 +25,11 @@ import json
 import os
 import subprocess
 import sys
-import traceback
-from pathlib import Path
 
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.browser.journey import (CHROMIUM, CHROMIUM_ARGS, IPHONE, MAIL_OTP_LINE, NEW_CONFIRMATION, NEW_LOGIN,
-                                   PC, STEP_TIMEOUT_MS, Journey)
+from tests.browser.journey import (IPHONE, MAIL_OTP_LINE, NEW_CONFIRMATION, NEW_LOGIN, PC, STEP_TIMEOUT_MS,
+                                   Journey, run_in_chromium)
 
 RENEWED_LOGIN = "Renewed2026A"
 RENEWED_CONFIRMATION = "pinNew2026"
@@ -200,25 +198,14 @@ def main(argv=None) -> int:
     p.add_argument("--reset", help="NUMBER:PHONE:EMAIL")
     args = p.parse_args(argv)
     journey = OperatorJourney(args)
-    code = 0
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            if args.reissue:
-                journey.reissue(browser, *args.reissue.split(":"))
-            if args.reset:
-                journey.reset(browser, *args.reset.split(":"))
-            journey.result["ok"] = True
-        except Exception as exc:   # noqa: BLE001 - reported to the test with the page's state
-            code = 1
-            journey.result["ok"] = False
-            journey.result["error"] = "".join(traceback.format_exception(exc))
-            print(journey.result["error"], file=sys.stderr, flush=True)
-        finally:
-            browser.close()
-    Path(args.result).write_text(json.dumps(journey.result, ensure_ascii=False, indent=2))
-    return code
 
+    def steps(browser):
+        if args.reissue:
+            journey.reissue(browser, *args.reissue.split(":"))
+        if args.reset:
+            journey.reset(browser, *args.reset.split(":"))
+
+    return run_in_chromium(steps, journey.result, args.result)
 
 if __name__ == "__main__":
     sys.exit(main())

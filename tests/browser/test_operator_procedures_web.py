@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.test_web_journey import CHROMIUM, JOURNEY_TIMEOUT, seed
+from tests.browser.test_web_journey import JOURNEY_TIMEOUT, seed
 from tests.e2e.conftest import ROOT
 from tests.e2e.isolated import isolated_system
 from services.cli import demo
@@ -32,9 +32,6 @@ from services.cli import demo
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots-operator"
 OPERATOR = {"kind": "operator", "id": "op-77"}
 REASON = "紙の申請書 2026-204"
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed "
-                                "(python -m tests.setup_machine installs it)")
 
 
 @pytest.fixture(scope="module")

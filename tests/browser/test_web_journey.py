@@ -35,11 +35,7 @@ from tests.e2e.conftest import ROOT
 from tests.e2e.isolated import isolated_system
 
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
 JOURNEY_TIMEOUT = 240
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed "
-                                "(python -m tests.setup_machine installs it)")
 
 
 @pytest.fixture(scope="module")
