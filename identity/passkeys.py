@@ -240,22 +240,16 @@ class PasskeysService(ping.PingMixin):
             user_verified=verified.user_verified)
         passkey_id = str(uuid.uuid4())
         origin = client_data(credential).get("origin")
-        for _ in range(RETRIES):
-            state = self._state(number)
+
+        def decide(state):
             with self.store.pool.connection() as conn:
                 taken = self._owner_of(conn, credential_id) is not None
-            events = domain.decide_register(domain.RegisterPasskey(
+            return domain.decide_register(domain.RegisterPasskey(
                 number, passkey_id, checked, args["nickname"], cfg.rp_id, origin, now,
                 cfg.max_passkeys, credential_taken=taken), state)
-            try:
-                self._commit(number, events, state.version, self.context)
-                break
-            except ConcurrencyConflict:
-                continue
-            except psycopg.errors.UniqueViolation:
-                continue       # another customer registered the same credential ID meanwhile
-        else:
-            raise ConcurrencyConflict()
+
+        # Also start over when another customer registered the same credential ID meanwhile.
+        state, events = self._execute(number, decide, also_retry=(psycopg.errors.UniqueViolation,))
         self.log.info("passkey_registered", customer_number=number, passkey_id=passkey_id,
                       aaguid=checked.aaguid, backed_up=checked.backed_up)
         return domain.fold(events, state).get(passkey_id).view()
@@ -360,19 +354,15 @@ class PasskeysService(ping.PingMixin):
         args = _load(contract.RemovePayload, {"customer_number": customer_number, "passkey_id": passkey_id})
         number = args["customer_number"]
         now = self.clock.now()
-        for _ in range(RETRIES):
-            state = self._state(number)
+
+        def decide(state):
             # The list's passkey_id, or the WebAuthn credential ID a browser knows.
             found = state.get(args["passkey_id"]) or state.by_credential_id(args["passkey_id"])
-            passkey_id = found.passkey_id if found is not None else args["passkey_id"]
-            events = domain.decide_remove(domain.RemovePasskey(number, passkey_id, now), state)
-            try:
-                self._commit(number, events, state.version, self.context)
-                break
-            except ConcurrencyConflict:
-                continue
-        else:
-            raise ConcurrencyConflict()
+            return domain.decide_remove(domain.RemovePasskey(
+                number, found.passkey_id if found is not None else args["passkey_id"], now), state)
+
+        _, events = self._execute(number, decide)
+        passkey_id = events[0].data["passkey_id"]      # decide_remove refuses when none is found
         self.log.info("passkey_removed", customer_number=number, passkey_id=passkey_id)
         return {"removed": True, "passkey_id": passkey_id}
 
@@ -384,16 +374,8 @@ class PasskeysService(ping.PingMixin):
         number = _load(contract.CustomerPayload, {"customer_number": customer_number})["customer_number"]
         by_operator = procedures.names_operator_and_reason(self.context, self.name)
         now = self.clock.now()
-        for _ in range(RETRIES):
-            state = self._state(number)
-            events = domain.decide_remove_all(domain.RemoveAllByOperator(number, now, by_operator), state)
-            try:
-                self._commit(number, events, state.version, self.context)
-                break
-            except ConcurrencyConflict:
-                continue
-        else:
-            raise ConcurrencyConflict()
+        _, events = self._execute(number, lambda state: domain.decide_remove_all(
+            domain.RemoveAllByOperator(number, now, by_operator), state))
         removed = [e.data["passkey_id"] for e in events]
         self.log.info("passkeys_removed_by_operator", customer_number=number, count=len(removed),
                       operator=self.context.actor.id)
@@ -414,6 +396,19 @@ class PasskeysService(ping.PingMixin):
         """identity's answer; no answer in time is a 503 (fail closed, nothing recorded)."""
         answer = rpc_call(self.identity.login_standing, number)
         return answer.get("standing") if isinstance(answer, dict) else None
+
+    def _execute(self, number: str, decide, also_retry: tuple = ()):
+        """Load, ``decide(state)``, append with the expected version; on a concurrent append
+        (or one of ``also_retry``) start over. Returns (the state decided on, the events)."""
+        for _ in range(RETRIES):
+            state = self._state(number)
+            events = decide(state)
+            try:
+                self._commit(number, events, state.version, self.context)
+                return state, events
+            except (ConcurrencyConflict, *also_retry):
+                continue
+        raise ConcurrencyConflict()
 
     def _state(self, number: str) -> domain.Passkeys:
         return domain.fold(self.store.read_stream(contract.stream_name(number)))
