@@ -12,5 +12,10 @@ import sys
 # Only a process that has not chosen yet: a test that imports a bench helper (the replay
 # tests use bench_operator's generator) has psycopg already, and wait_c in its environment
 # would reach the services of every system it starts afterwards.
+# A service the benchmarks launch (tests.bench.bare_rpc, through the service launcher) has been
+# given a green one already, and the launcher refuses wait_c: that choice stands too.
 if "psycopg" not in sys.modules:
-    os.environ["PSYCOPG_WAIT_FUNC"] = os.environ.get("BENCH_PSYCOPG_WAIT_FUNC", "wait_c")
+    if "BENCH_PSYCOPG_WAIT_FUNC" in os.environ:
+        os.environ["PSYCOPG_WAIT_FUNC"] = os.environ["BENCH_PSYCOPG_WAIT_FUNC"]
+    else:
+        os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_c")
