@@ -147,10 +147,12 @@ def dummy_legacy() -> str:
 
 # -- green wrappers: the slow work in real threads ----------------------------------------------
 
-# At most one hash per CPU at a time. tpool has 20 threads; 20 concurrent argon2id runs of
-# 19 MiB each no longer fit the caches and take turns on the cores, which cost ~15% more CPU
-# per verify on this 2-core machine (login bench) than one run per core. Green threads over the
-# limit wait in the hub, in order, which costs nothing; the work per hash is unchanged.
+# At most one hash per CPU at a time. 20 concurrent argon2id runs of 19 MiB each no longer fit
+# the caches and take turns on the cores, which cost ~15% more CPU per verify on this 2-core
+# machine (login bench) than one run per core. Green threads over the limit wait in the hub,
+# in order, which costs nothing; the work per hash is unchanged. The launcher also sizes tpool
+# to one thread per CPU (services/cli/_launch.py thread_pool_size); this limit still holds where
+# tpool is larger: services run in-process by tests, or an operator's EVENTLET_THREADPOOL_SIZE.
 _HASH_SLOTS = Semaphore(max(1, len(os.sched_getaffinity(0))))
 
 

@@ -11,7 +11,9 @@ This is `nameko run --config FILE MODULE` with two differences that matter here:
   with an exception instance, which eventlet 0.41 turns into IndexError and a crash.)
 - "ready" is logged once every entrypoint consumes, which the runner and tests can wait for.
 Eventlet patches the standard library before anything else is imported, as `nameko run` does.
-- psycopg's wait function is always a green one, whatever the environment says.
+- psycopg's wait function is always a green one, whatever the environment says;
+- eventlet's tpool has one thread per CPU, RPC messages are transient (services/rpc_delivery.py)
+  and a broker cut during an ack does not end the process (services/amqp_acks.py).
 """
 import os
 import signal
@@ -42,6 +44,8 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
+
+from eventlet import tpool  # noqa: E402
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
@@ -90,10 +94,26 @@ def main(argv=None) -> int:
     return 0
 
 
+def thread_pool_size(environ) -> int:
+    """Real threads for eventlet's tpool: one per CPU unless EVENTLET_THREADPOOL_SIZE says.
+
+    The services use tpool only for CPU-bound hashing (argon2id, bcrypt, pbkdf2), which gains
+    nothing from more threads than cores. Eventlet's default of 20 cost identity ~1 ms of CPU
+    per login (login benchmark, perf): the hashes rotated over 20 threads, each with its own
+    malloc arena, so every 19 MiB argon2id buffer was mapped afresh (page faults, zeroing)
+    and the threads took turns on the cores."""
+    configured = environ.get("EVENTLET_THREADPOOL_SIZE")
+    if configured:
+        return int(configured)
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def run(services: list[type], config: dict) -> None:
     """nameko.cli.run.run, with stop requests held back until start-up has finished."""
-    from services import amqp_acks
+    from services import amqp_acks, rpc_delivery
     amqp_acks.install()     # a broker restart during an ack must not end the process
+    rpc_delivery.install()  # RPC requests and replies are transient (see there)
+    tpool.set_num_threads(thread_pool_size(os.environ))
     import psycopg.waiting
     if psycopg.waiting.wait.__name__ not in _GREEN_WAITS:   # imported too early by someone
         raise SystemExit(f"psycopg chose {psycopg.waiting.wait.__name__}, which blocks eventlet")
