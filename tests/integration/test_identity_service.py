@@ -32,6 +32,7 @@ from contracts.errors import (Conflict, DomainError, Forbidden, Locked, NotFound
 from identity.domain import messages as msg
 from identity.service import IdentityConfig, IdentityService
 from services import db
+from services.eventstore.store import EventStore
 from tests import vhosts
 from tests.support.net import free_port
 from tests.support.services import running
@@ -117,9 +118,11 @@ def cluster(settings):
 
 
 @contextmanager
-def proxy(config, actor_kind="customer", actor_id="web", correlation_id=None):
+def proxy(config, actor_kind="customer", actor_id="web", correlation_id=None, reason=None):
     context = {"correlation_id": correlation_id or f"corr-{uuid.uuid4()}", "actor_kind": actor_kind,
                "actor_id": actor_id, "client_address": "203.0.113.10"}
+    if reason:
+        context["reason"] = reason
     with ClusterRpcProxy(config, timeout=30, context_data=context) as p:
         p.correlation_id = context["correlation_id"]
         yield p
@@ -450,6 +453,57 @@ def test_r_rba_2_login_lockout_alike_for_unknown_unmigrated_and_real(cluster, st
     assert verify_after == ("ok", {"ok": True})
     assert [e.type for e in events(store, real)][-3:] == ["login_failed", "credential_locked",
                                                           "confirmation_password_verified"]
+
+
+def test_r_ini_9_a_repeat_login_reads_nothing_from_the_stream(cluster, monkeypatch):
+    """Issue 3's benchmark path: after the first login, a login is decided on the cached state
+    and proven current by its append alone (both tests below show it stays correct)."""
+    reads = []
+    read_stream = EventStore.read_stream
+    monkeypatch.setattr(EventStore, "read_stream", lambda self, *a, **k: reads.append(a) or read_stream(self, *a, **k))
+    with proxy(cluster) as p:
+        number = migrated(p)
+        seen = []
+        for _ in range(3):
+            reads.clear()
+            seen.append((outcome(lambda: p.identity.login(number, NEW_LOGIN, None, HOME))[0], len(reads)))
+        reads.clear()
+        wrong = (outcome(lambda: p.identity.login(number, "Wrong1x", None, HOME))[0], len(reads))
+    assert seen == [("ok", 1), ("ok", 0), ("ok", 0)]
+    assert wrong == ("invalid_credentials", 0)
+
+
+def test_r_ini_9_a_password_reissued_elsewhere_ends_the_old_one_at_once(cluster, store):
+    """A repeat login is decided on identity's cached state without reading the stream; the
+    append's expected version is what proves that state current. An operator's re-issue
+    changes the password without that cache (as another identity process would), so the next
+    login with the old password is decided on a stale state first: it must not commit."""
+    with proxy(cluster) as p:
+        number = migrated(p)
+        assert outcome(lambda: p.identity.login(number, NEW_LOGIN, None, HOME))[0] == "ok"   # cached
+        with proxy(cluster, actor_kind="operator", actor_id="op-9", reason="窓口 2026-031") as op:
+            temporary = op.identity.reissue_login_password(number)["temporary_password"]
+        stale = outcome(lambda: p.identity.login(number, NEW_LOGIN, None, HOME))
+        fresh = outcome(lambda: p.identity.login(number, temporary, None, HOME))
+    assert stale == ("invalid_credentials", msg.INVALID_CREDENTIALS)
+    assert fresh[0] == "ok" and fresh[1]["status"] == "password_change_required"
+    types = [e.type for e in events(store, number)]
+    assert types[types.index("login_password_reissued"):] == ["login_password_reissued", "login_failed",
+                                                              "login_succeeded"]
+
+
+def test_r_rba_2_an_unlock_made_elsewhere_is_seen_by_the_next_login(cluster, store):
+    """A refusal of a locked credential appends nothing, so it is never decided on the cached
+    state (nothing would prove it current): the operator's unlock must count at once."""
+    with proxy(cluster) as p:
+        number = migrated(p)
+        refused = [outcome(lambda: p.identity.login(number, f"Wrong{i}x", None, HOME))[0] for i in range(6)]
+        with proxy(cluster, actor_kind="operator", actor_id="op-9") as op:
+            assert op.identity.unlock_credential(number, "login_password")["status"] == "unlocked"
+        after = outcome(lambda: p.identity.login(number, NEW_LOGIN, None, HOME))
+    assert refused == ["invalid_credentials"] * 4 + ["credential_locked"] * 2
+    assert after == ("ok", {"status": "ok", "customer_number": number})
+    assert [e.type for e in events(store, number)][-2:] == ["credential_unlocked", "login_succeeded"]
 
 
 def test_confirmation_password_lockout_and_phones(rpc_, store):
