@@ -465,7 +465,8 @@ class IdentityService(operator_procedures.OperatorProcedures, ping.PingMixin):
         environment = environment_key(inputs.client(client))
         now = self.clock.now()
         invalid = Unauthenticated(msg.INVALID_CREDENTIALS, "invalid_credentials")
-        number = inputs.CUSTOMER_NUMBER.fullmatch(lid) is not None
+        # The login ID of a migrated customer is the customer number (R-INI-2 / issue 3).
+        by_customer_number = inputs.CUSTOMER_NUMBER.fullmatch(lid) is not None
         cache: dict = {}
 
         def make(state: agg.Customer):
@@ -499,13 +500,12 @@ class IdentityService(operator_procedures.OperatorProcedures, ping.PingMixin):
                            challenge_expires_at=now + self.settings.challenge_ttl)
             return agg.Login(**cmd)
 
-        decision = self._login_on_cached_state(lid, make) if number else None
+        decision = self._login_on_cached_state(lid, make) if by_customer_number else None
         if decision is None:
-            # The login ID of a migrated customer is the customer number (R-INI-2 / issue 3).
-            loaded = self._load_for_login(lid) if number else (agg.initial_state, 0)
+            loaded = self._load_for_login(lid) if by_customer_number else (agg.initial_state, 0)
             if not (loaded[0].exists and loaded[0].migrated):
                 self._shadow_failure(lid, agg.LOGIN, verifiers.dummy_verify_argon2_green, secret, invalid)
-            decision, _ = self._execute(lid, make, loaded, remember=number)
+            decision, _ = self._execute(lid, make, loaded, remember=by_customer_number)
         return _outcome(decision)
 
     @expected
