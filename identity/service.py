@@ -66,9 +66,9 @@ RETRIES = 5
 # log: the expected version of the append still guards every decision, and a conflict retries
 # from a full load. Personal fields (phones, e-mail) are dropped before caching: login does not
 # use them, and crypto-shredding must not leave them in memory. Bounded, least recently used.
-# A login that changes the stream (every successful or failed attempt does) is first decided on
-# the cached state without any read at all (IdentityService._login_on_cached_state); its
-# append's expected version is what proves the cache current.
+# A login that changes the stream (every successful or failed attempt does) is decided on the
+# cached state without any read at all (IdentityService._execute, ``unread``); its append's
+# expected version is what proves the cache current.
 _LOGIN_STATES: OrderedDict = OrderedDict()
 _LOGIN_STATES_MAX = 20_000
 # Domain errors are answers, not faults: Nameko logs them as warnings, not as errors.
@@ -188,32 +188,12 @@ class IdentityService(operator_procedures.OperatorProcedures, ping.PingMixin):
             self._remember_login_state(number, state, version, last_id)
         return state, version
 
-    def _login_on_cached_state(self, number: str, make_command) -> agg.Decision | None:
-        """Decide a login on the cached state without reading the stream; None when that cannot
-        be trusted, and the caller decides again on a read.
-
-        Sound for the same reason the read-then-append is: the facts are appended with the cached
-        version as the expected one, so they commit only if nothing was appended since, i.e. only
-        if the cached state *is* the current one. A decision without facts (a locked credential,
-        a missing OTP, an expired temporary password) has no append to guard it, so it is never
-        taken on the cached state: an unlock by an operator in another process must be seen.
-        Saves a query per login (issue 3's benchmark: ~0.5 ms of CPU across identity and
-        PostgreSQL)."""
+    def _cached_login_state(self, number: str) -> tuple[agg.Customer, int] | None:
+        """The cached (state, version) of a migrated customer, not read from the stream."""
         cached = _LOGIN_STATES.get(self._login_cache_key(number))
         if cached is None or not (cached[0].exists and cached[0].migrated):
             return None
-        state, version, _ = cached
-        decision = agg.decide(make_command(state), state)
-        if not decision.facts:
-            return None
-        try:
-            appended = self._commit(number, decision.facts, version)
-        except ConcurrencyConflict:
-            return None
-        self._remember_login_state(number, agg.fold(decision.facts, state), version + len(appended),
-                                   appended[-1].event_id)
-        self._log_facts(number, decision.facts)
-        return decision
+        return cached[0], cached[1]
 
     def _commit(self, number: str, facts, expected_version: int) -> list[NewEvent]:
         stream = stream_of(number)
@@ -229,14 +209,20 @@ class IdentityService(operator_procedures.OperatorProcedures, ping.PingMixin):
                 readmodels.apply(conn, stream, f.type, f.data)
         return events
 
-    def _execute(self, number: str, make_command, loaded=None, *,
-                 remember: bool = False) -> tuple[agg.Decision, agg.Customer]:
+    def _execute(self, number: str, make_command, loaded=None, *, unread: bool = False,
+                 for_login: bool = False) -> tuple[agg.Decision, agg.Customer]:
         """Load, decide, append with the expected version; on a concurrent append start over.
-        ``loaded``: the (state, version) the caller already read, used for the first attempt.
-        ``remember``: the state after the append becomes the cached login state (login)."""
+        ``loaded``: the (state, version) used for the first attempt, read by the caller or, with
+        ``unread``, the cached login state. An unread state is as good as a read one for a
+        decision with facts: their append's expected version proves it current. A decision
+        without facts has nothing to prove it, so it is taken again on a read (an unlock made
+        by another process must count at once).
+        ``for_login``: reads after the first attempt fold only the events after the cached
+        login state, and the state after an append becomes the cached one."""
+        load = self._load_for_login if for_login else self._load
         for _ in range(RETRIES):
-            state, version = loaded or self._load(number)
-            loaded = None
+            state, version = loaded or load(number)
+            unproven, loaded = unread and loaded is not None, None
             decision = agg.decide(make_command(state), state)
             if decision.facts:
                 try:
@@ -244,8 +230,10 @@ class IdentityService(operator_procedures.OperatorProcedures, ping.PingMixin):
                 except ConcurrencyConflict:
                     continue
                 state = agg.fold(decision.facts, state)
-                if remember:
+                if for_login:
                     self._remember_login_state(number, state, version + len(appended), appended[-1].event_id)
+            elif unproven:
+                continue
             self._log_facts(number, decision.facts)
             return decision, state
         raise ConcurrencyConflict()
@@ -500,12 +488,13 @@ class IdentityService(operator_procedures.OperatorProcedures, ping.PingMixin):
                            challenge_expires_at=now + self.settings.challenge_ttl)
             return agg.Login(**cmd)
 
-        decision = self._login_on_cached_state(lid, make) if by_customer_number else None
-        if decision is None:
+        # A repeat login reads nothing: it is decided on the cached state (see _execute).
+        cached = self._cached_login_state(lid) if by_customer_number else None
+        if cached is None:
             loaded = self._load_for_login(lid) if by_customer_number else (agg.initial_state, 0)
             if not (loaded[0].exists and loaded[0].migrated):
                 self._shadow_failure(lid, agg.LOGIN, verifiers.dummy_verify_argon2_green, secret, invalid)
-            decision, _ = self._execute(lid, make, loaded, remember=by_customer_number)
+        decision, _ = self._execute(lid, make, cached or loaded, unread=cached is not None, for_login=True)
         return _outcome(decision)
 
     @expected

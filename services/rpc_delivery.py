@@ -5,11 +5,12 @@ and waits for a publisher confirm on each. RabbitMQ writes a persistent message 
 queue to its message store, and confirms it only once it is safe on disk. An RPC message buys
 nothing from that:
 
-- A request outlives its caller only across a broker restart. The caller's connection and
-  its reply queue do not survive that restart, so the caller has already answered 503 by
-  its deadline (``services.rpc``). A request redelivered afterwards would change state for a
-  customer who was told it failed; the customer retries instead, and every command is safe
-  to retry.
+- A persistent request matters only across a broker restart. The caller's connection does
+  not survive it, and its deadline (``RPC_TIMEOUT``, ``services.rpc``) usually passes before
+  the broker is back, so the caller has answered 503. A request redelivered afterwards would
+  change state for a customer who was told it failed. Now a restart loses the requests in
+  flight, including those a quick restart could still have answered: the callers answer 503
+  and the customer retries, which every command is safe for.
 - A reply is addressed to one waiting caller. If it is lost, the caller's deadline turns that
   into the same 503. A confirm on the reply cannot help the caller.
 
