@@ -11,7 +11,8 @@ This is `nameko run --config FILE MODULE` with two differences that matter here:
   with an exception instance, which eventlet 0.41 turns into IndexError and a crash.)
 - "ready" is logged once every entrypoint consumes, which the runner and tests can wait for.
 Eventlet patches the standard library before anything else is imported, as `nameko run` does.
-- psycopg's wait function is always a green one, whatever the environment says;
+- psycopg's wait function is always a green one, whatever the environment says, and once
+  the service runs it is eventlet's own listener (services/green_wait.py);
 - eventlet's tpool has one thread per CPU, RPC messages are transient (services/rpc_delivery.py)
   and a broker cut during an ack does not end the process (services/amqp_acks.py).
 """
@@ -117,6 +118,8 @@ def run(services: list[type], config: dict) -> None:
     import psycopg.waiting
     if psycopg.waiting.wait.__name__ not in _GREEN_WAITS:   # imported too early by someone
         raise SystemExit(f"psycopg chose {psycopg.waiting.wait.__name__}, which blocks eventlet")
+    from services import green_wait
+    green_wait.install()    # the same green wait for less CPU per statement (see there)
     runner = ServiceRunner(config)
     for cls in services:
         runner.add_service(cls)

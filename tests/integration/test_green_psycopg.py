@@ -66,7 +66,9 @@ def test_wait_function_is_selected_by_the_chassis():
         [sys.executable, "-c", "import services, psycopg.waiting as w; print(w.wait.__name__)"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "wait_selector"
-    assert psycopg.waiting.wait.__name__ == "wait_selector"   # this test process too
+    # This test process then waits with eventlet's own listener, as a launched service does
+    # (tests/conftest.py and services/cli/_launch.py install services.green_wait).
+    assert psycopg.waiting.wait.__name__ == "wait_green"
 
 
 def test_concurrent_queries_overlap_under_eventlet(settings):
