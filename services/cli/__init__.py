@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from services import rpc_delivery
+    from services import nameko_reuse, rpc_delivery
     rpc_delivery.install()      # the operator commands' RPCs publish as the services' do
+    nameko_reuse.install()
     try:
         return int(args.func(args) or 0)
     except CommandFailed as exc:

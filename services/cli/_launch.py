@@ -13,7 +13,8 @@ This is `nameko run --config FILE MODULE` with two differences that matter here:
 Eventlet patches the standard library before anything else is imported, as `nameko run` does.
 - psycopg's wait function is always a green one, whatever the environment says, and once
   the service runs it is eventlet's own listener (services/green_wait.py);
-- eventlet's tpool has one thread per CPU, RPC messages are transient (services/rpc_delivery.py)
+- eventlet's tpool has one thread per CPU, RPC messages are transient (services/rpc_delivery.py),
+  what Nameko builds per message is built once (services/nameko_reuse.py)
   and a broker cut during an ack does not end the process (services/amqp_acks.py).
 """
 import os
@@ -111,9 +112,10 @@ def thread_pool_size(environ) -> int:
 
 def run(services: list[type], config: dict) -> None:
     """nameko.cli.run.run, with stop requests held back until start-up has finished."""
-    from services import amqp_acks, rpc_delivery
+    from services import amqp_acks, nameko_reuse, rpc_delivery
     amqp_acks.install()     # a broker restart during an ack must not end the process
     rpc_delivery.install()  # RPC requests and replies are transient (see there)
+    nameko_reuse.install()  # the producer pool's key and each entrypoint's signature, built once
     tpool.set_num_threads(thread_pool_size(os.environ))
     import psycopg.waiting
     if psycopg.waiting.wait.__name__ not in _GREEN_WAITS:   # imported too early by someone
