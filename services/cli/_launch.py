@@ -14,8 +14,8 @@ Eventlet patches the standard library before anything else is imported, as `name
 - psycopg's wait function is always a green one, whatever the environment says, and once
   the service runs it is eventlet's own listener (services/green_wait.py);
 - eventlet's tpool has one thread per CPU, RPC messages are transient (services/rpc_delivery.py),
-  what Nameko builds per message is built once (services/nameko_reuse.py)
-  and a broker cut during an ack does not end the process (services/amqp_acks.py).
+  what Nameko builds per message is built once (services/nameko_reuse.py), and a broker cut
+  during an ack does not end the process (services/amqp_acks.py).
 """
 import os
 import signal
@@ -110,18 +110,23 @@ def thread_pool_size(environ) -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def run(services: list[type], config: dict) -> None:
-    """nameko.cli.run.run, with stop requests held back until start-up has finished."""
-    from services import amqp_acks, nameko_reuse, rpc_delivery
+def prepare() -> None:
+    """What this process needs before a service starts (tests/conftest.py does the same for
+    the services the tests run in-process)."""
+    from services import amqp_acks, green_wait, nameko_reuse, rpc_delivery
     amqp_acks.install()     # a broker restart during an ack must not end the process
     rpc_delivery.install()  # RPC requests and replies are transient (see there)
     nameko_reuse.install()  # the producer pool's key and each entrypoint's signature, built once
     tpool.set_num_threads(thread_pool_size(os.environ))
     import psycopg.waiting
-    if psycopg.waiting.wait.__name__ not in _GREEN_WAITS:   # imported too early by someone
+    if psycopg.waiting.wait.__name__ not in (*_GREEN_WAITS, "wait_green"):   # imported too early
         raise SystemExit(f"psycopg chose {psycopg.waiting.wait.__name__}, which blocks eventlet")
-    from services import green_wait
     green_wait.install()    # the same green wait for less CPU per statement (see there)
+
+
+def run(services: list[type], config: dict) -> None:
+    """nameko.cli.run.run, with stop requests held back until start-up has finished."""
+    prepare()
     runner = ServiceRunner(config)
     for cls in services:
         runner.add_service(cls)
