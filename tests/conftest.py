@@ -16,14 +16,11 @@ import pytest  # noqa: E402
 
 os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_selector")
 
-from services import amqp_acks, db, green_wait, nameko_reuse, rpc_delivery  # noqa: E402
+from services import db, nameko_setup  # noqa: E402
 from tests import vhosts  # noqa: E402
 from services.config import Settings  # noqa: E402
 
-amqp_acks.install()     # services run in-process by tests behave as launched ones do
-rpc_delivery.install()
-green_wait.install()
-nameko_reuse.install()
+nameko_setup.install(green=True)   # services run in-process by tests behave as launched ones do
 
 SESSION_DB = f"tsunagi_test_{os.getpid()}"
 _base = Settings()

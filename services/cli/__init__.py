@@ -51,9 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from services import nameko_reuse, rpc_delivery
-    rpc_delivery.install()      # the operator commands' RPCs publish as the services' do
-    nameko_reuse.install()
+    from services import nameko_setup
+    nameko_setup.install(green=False)   # the operator commands' RPCs publish as the services' do
     try:
         return int(args.func(args) or 0)
     except CommandFailed as exc:

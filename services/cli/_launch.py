@@ -111,17 +111,13 @@ def thread_pool_size(environ) -> int:
 
 
 def prepare() -> None:
-    """What this process needs before a service starts (tests/conftest.py does the same for
-    the services the tests run in-process)."""
-    from services import amqp_acks, green_wait, nameko_reuse, rpc_delivery
-    amqp_acks.install()     # a broker restart during an ack must not end the process
-    rpc_delivery.install()  # RPC requests and replies are transient (see there)
-    nameko_reuse.install()  # the producer pool's key and each entrypoint's signature, built once
+    """What this process needs before a service starts."""
+    from services import nameko_setup
     tpool.set_num_threads(thread_pool_size(os.environ))
     import psycopg.waiting
     if psycopg.waiting.wait.__name__ not in (*_GREEN_WAITS, "wait_green"):   # imported too early
         raise SystemExit(f"psycopg chose {psycopg.waiting.wait.__name__}, which blocks eventlet")
-    green_wait.install()    # the same green wait for less CPU per statement (see there)
+    nameko_setup.install(green=True)
 
 
 def run(services: list[type], config: dict) -> None:

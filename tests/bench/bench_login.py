@@ -40,7 +40,7 @@ from rich.table import Table
 from services import db
 from services import runner as runner_mod
 from services.config import Settings
-from tests.bench.common import free_port, percentile, stop_processes
+from tests.bench.common import cpu_seconds, free_port, percentile, stop_processes
 
 console = Console(highlight=False)
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,14 +192,6 @@ class System:
             db.drop_database(self.settings, self.dbname)
         except Exception as exc:  # leave a note, never hide the figures
             console.print(f"[yellow]could not drop {self.dbname}: {exc}[/yellow]")
-
-
-def cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """User + system CPU time of a process and all its threads (tpool's argon2 threads too),
-    or of its thread ``tid`` alone (the main thread, ``tid == pid``, runs the eventlet hub)."""
-    with open(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def postgres_backends(system: System) -> list[int]:

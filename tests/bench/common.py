@@ -25,6 +25,15 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time of a process and all its threads (tpool's argon2 threads too),
+    or of its thread ``tid`` alone (the main thread, ``tid == pid``, runs the eventlet hub).
+    A process that has gone raises: a benchmark must not report a crashed service as idle."""
+    with open(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_processes(procs: list[subprocess.Popen], grace: float = 20.0) -> None:
     """SIGTERM every child, then SIGKILL whatever has not exited after ``grace`` seconds."""
     for p in procs:

@@ -27,7 +27,6 @@ Rounds alternate (bare, gateway, …); the ratio is the median of the per-round 
 """
 from __future__ import annotations
 
-import os
 import random
 import statistics
 import subprocess
@@ -40,7 +39,7 @@ import pyotp
 
 from services import runner as runner_mod
 from tests.bench.bench_login import Client
-from tests.bench.common import free_port, percentile, stop_processes
+from tests.bench.common import cpu_seconds, free_port, percentile, stop_processes
 
 CLIENTS = 20
 TARGET = 0.6
@@ -216,16 +215,6 @@ def measure_gateway(port: int, holders: list[Holder], seconds: float, pids: dict
 def measure_bare(port: int, seconds: float, pids: dict | None = None) -> Round:
     return _drive(port, seconds, lambda i, client: client.post(
         BARE_PATH, {"customer_number": f"{i:010d}", "otp": "123456"}), pids)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_table(console, gw: list[Round], bare: list[Round]) -> None:

@@ -119,15 +119,20 @@ def test_importing_a_benchmark_helper_keeps_the_wait_function_of_the_run():
 
 
 def test_a_launched_service_waits_with_the_hub_and_reuses_what_nameko_rebuilds():
-    """What the launcher prepares before a service starts (services/cli/_launch.py prepare),
-    read back in a process of its own, as a launched service has it."""
+    """What the launcher prepares before a service starts (services/cli/_launch.py prepare,
+    services/nameko_setup.py), read back in a process of its own, as a launched service has it."""
     script = ("import services.cli._launch as launch\n"
               "launch.prepare()\n"
-              "import psycopg.waiting, nameko.amqp.publish, nameko.extensions\n"
+              "import psycopg.waiting, nameko.amqp.publish, nameko.extensions, nameko.rpc\n"
+              "from nameko.messaging import QueueConsumer\n"
+              "from services import amqp_acks\n"
               "print(psycopg.waiting.wait.__name__, nameko.amqp.publish.get_producer.__module__,\n"
-              "      nameko.extensions.Entrypoint.check_signature.__module__)")
+              "      nameko.extensions.Entrypoint.check_signature.__module__,\n"
+              "      nameko.rpc.Responder.publisher_cls.__module__,\n"
+              "      getattr(QueueConsumer, amqp_acks._INSTALLED, False))")
     env = {k: v for k, v in os.environ.items() if k != "PSYCOPG_WAIT_FUNC"}
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**env, "PYTHONWARNINGS": "ignore"},
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["wait_green", "services.nameko_reuse", "services.nameko_reuse"]
+    assert out.stdout.split() == ["wait_green", "services.nameko_reuse", "services.nameko_reuse",
+                                  "services.rpc_delivery", "True"]
