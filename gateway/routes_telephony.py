@@ -45,11 +45,12 @@ from contracts import telephony
 from contracts.errors import DomainError, Unavailable
 from contracts.subscriptions import SUBSCRIPTIONS
 from gateway.http import api
+from services import deployment
 from services import logging as tlog
 
 TAGS = ("telephony",)
 PATH = "/telephony/inbound-call"
-DEV_AUTH_TOKEN = "dev-telephony-auth-token-not-for-production"
+DEV_AUTH_TOKEN = deployment.DEV_TELEPHONY_AUTH_TOKEN   # published: refused in production
 DEFAULT_RING_DELAY = 2.5
 
 TWIML_REJECT = ('<?xml version="1.0" encoding="UTF-8"?>'
@@ -152,8 +153,6 @@ class TelephonyEdge(DependencyProvider):
                   if (s.source_service, s.event_type) == (telephony.SOURCE_SERVICE, telephony.INBOUND_CALL)]
         self.publisher = Publisher(cfg[AMQP_URI_CONFIG_KEY], use_confirms=True, mandatory=True,
                                    serializer="json", declare=[self.exchange, *queues])
-        if self.auth_token == DEV_AUTH_TOKEN:
-            _log.warning("telephony_dev_auth_token", hint="set TELEPHONY_AUTH_TOKEN in production")
 
     def publish(self, call: telephony.InboundCall, correlation_id: str) -> None:
         """Returns once the broker confirmed the message (raises otherwise)."""

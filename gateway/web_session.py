@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from werkzeug.wrappers import Request, Response
 
 from contracts.errors import Forbidden
+from services import deployment
 
 SESSION_COOKIE = "tsunagi_session"
 CSRF_COOKIE = "tsunagi_csrf"
@@ -36,7 +37,7 @@ TRANSPORT_HEADER = "X-Session-Transport"
 CSRF_HEADER = "X-CSRF-Token"
 COOKIE_TRANSPORT = "cookie"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-DEV_CSRF_KEY = "dev-csrf-key-not-for-production"
+DEV_CSRF_KEY = deployment.DEV_CSRF_KEY   # published: services/deployment.py refuses it in production
 
 CSRF_FAILED = ("csrf_token_invalid",
                "画面の有効期限が切れたか、正しくない画面からの操作です。"
@@ -55,10 +56,7 @@ def setting(config, key: str, default: str | None = None) -> str | None:
 
 
 def flag(config, key: str, default: bool) -> bool:
-    value = setting(config, key)
-    if value is None:
-        return default
-    return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return deployment.is_on(setting(config, key), default)
 
 
 def csrf_token_for(session_token: str, config=None) -> str:

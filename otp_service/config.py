@@ -20,8 +20,7 @@ from nameko.extensions import DependencyProvider
 
 from otp_service import domain
 from services.config import ConfigReader
-
-DEV_TOTP_KEYS = "totpdev1:dG90cC1zZWNyZXRzLWRldmVsb3BtZW50LWtleSEhISE="
+from services.deployment import DEV_TOTP_KEYS   # published: refused in production
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,7 @@ from nameko.extensions import DependencyProvider
 from otp_service import mail_otp
 from services import crypto
 from services.config import ConfigReader
-
-DEV_MAIL_OTP_KEYS = "mailotpdev1:bWFpbC1vdHAtaG1hYy1kZXZlbG9wbWVudC1rZXkhISE="
+from services.deployment import DEV_MAIL_OTP_KEYS   # published: refused in production
 
 
 class MailOtpKeys:

@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from services.deployment import DEV_FIELD_KEYS
+
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
@@ -27,7 +29,7 @@ class Settings:
     smtp_port: int | None = field(default_factory=lambda: int(os.environ["SMTP_PORT"]) if os.environ.get("SMTP_PORT") else None)
     # "kid:base64key,kid:base64key"; the first is used for new data keys, all can unwrap.
     field_keys: str = field(default_factory=lambda: _env(
-        "FIELD_KEYS", "dev1:bG9jYWwtZGV2ZWxvcG1lbnQta2V5LW5vdC1wcm9kISE="))
+        "FIELD_KEYS", DEV_FIELD_KEYS))
     cutover_at: datetime = field(default_factory=lambda: datetime.fromisoformat(
         _env("CUTOVER_AT", "2025-01-05T07:00:00+09:00")))
     rpc_timeout: float = field(default_factory=lambda: float(_env("RPC_TIMEOUT", "10")))

@@ -19,6 +19,18 @@ def add_debug_flag(parser) -> None:
     parser.add_argument("--debug", action="store_true", help="show a full traceback on errors")
 
 
+def refuse_development_settings(package: str | None) -> None:
+    """services/deployment.py for a command: ``package`` None checks what every process reads.
+    Silent outside production: the services warn, and a command's stdout may be JSON."""
+    from services import deployment
+    from services.config import ConfigReader
+    try:
+        deployment.check(package, ConfigReader().raw, warn=False)
+    except deployment.NotFitForProduction as exc:
+        from services.cli import CommandFailed
+        raise CommandFailed(str(exc)) from None
+
+
 def open_store_checked(database_url: str | None = None, max_size: int = 1):
     """Open the event store, failing at once (not after the pool's 15 s) if the database is not
     reachable, with the server's own message."""
@@ -27,6 +39,7 @@ def open_store_checked(database_url: str | None = None, max_size: int = 1):
     from services.config import Settings
     from services.eventstore import open_store
 
+    refuse_development_settings("cli")
     settings = Settings()
     url = database_url or settings.database_url
     try:

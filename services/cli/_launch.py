@@ -90,10 +90,22 @@ def main(argv=None) -> int:
         logging.config.dictConfig(config["LOGGING"])
     else:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    refuse_development_settings(args.module, config)
     services = services_in(args.module)
     log.info("starting %s from %s", ", ".join(s.name for s in services), args.module)
     run(services, config)
     return 0
+
+
+def refuse_development_settings(module: str, config: dict) -> None:
+    """In production, a development key or switch among the settings this service's package
+    reads ends the start (services/deployment.py); elsewhere it is one warning."""
+    from services import deployment
+    from services.config import ConfigReader
+    try:
+        deployment.check(module.partition(".")[0], ConfigReader(config).raw)
+    except deployment.NotFitForProduction as exc:
+        raise SystemExit(f"{module}: {exc}") from None
 
 
 def thread_pool_size(environ) -> int:

@@ -29,8 +29,11 @@ def register(subparsers) -> None:
 def cmd_run(args) -> int:
     from services import runner
     from services.cli import CommandFailed
+    from services.cli._common import refuse_development_settings
 
     if args.instances < 1:
         raise CommandFailed("--instances must be at least 1", code=2)
+    # Every child would refuse on its own; one message before anything starts is clearer.
+    refuse_development_settings(None)
     return runner.run(instances=args.instances, run_dir=args.run_dir, grace=args.grace,
                       keep_going=args.keep_going, sink_port=args.smtp_sink_port)
