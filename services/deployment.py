@@ -5,7 +5,8 @@ set-up. Those values are published in this repository. A production process that
 one would seal personal data (FIELD_KEYS) and TOTP secrets (TOTP_KEYS) under known keys, let
 stolen mail-password verifiers be searched offline (MAIL_OTP_KEYS), accept forged telephony
 webhooks (TELEPHONY_AUTH_TOKEN) and CSRF tokens (CSRF_KEY), send session cookies over plain HTTP
-(SESSION_COOKIE_SECURE=0), or, with DEMO_MODE, let anyone prove a phone without calling it.
+(SESSION_COOKIE_SECURE=0), keep every mail on the machine in the development SMTP sink
+(SMTP_HOST unset), or, with DEMO_MODE, let anyone prove a phone without calling it.
 
 So with ``TSUNAGI_ENV=production`` a process refuses to start while a setting it uses is unset
 or still development-grade, and names every such setting at once, so that one restart fixes them
@@ -116,6 +117,10 @@ RULES: tuple[Rule, ...] = (
          _must_be(False, False, "is on, so anyone could prove a phone without calling it")),
     Rule("SESSION_COOKIE_SECURE", frozenset({"gateway"}),
          _must_be(True, True, "is off, so session cookies would travel over plain HTTP")),
+    # Unset, the notifier mails 127.0.0.1:8025, and `tsunagi run` starts its development sink
+    # there: the Service ID and User ID mails would never leave the machine.
+    Rule("SMTP_HOST", frozenset({"notifier"}),
+         lambda value: "unset, so mail goes to the local development sink" if value is None else None),
 )
 
 

@@ -15,7 +15,7 @@ from services.deployment import DEV_FIELD_KEYS
 ROOT = Path(__file__).resolve().parents[2]
 TSUNAGI = Path(sys.executable).with_name("tsunagi")
 SECRETS = ("FIELD_KEYS", "TOTP_KEYS", "MAIL_OTP_KEYS", "CSRF_KEY", "TELEPHONY_AUTH_TOKEN",
-           "WEBAUTHN_USER_HANDLE_KEY", "DEMO_MODE", "SESSION_COOKIE_SECURE", "TSUNAGI_ENV")
+           "WEBAUTHN_USER_HANDLE_KEY", "DEMO_MODE", "SESSION_COOKIE_SECURE", "SMTP_HOST", "TSUNAGI_ENV")
 
 
 def environment(**given: str) -> dict:
@@ -62,12 +62,14 @@ def test_a_production_gateway_without_its_secrets_does_not_start(tmp_path):
 
 def test_a_production_service_with_its_own_keys_starts_and_one_with_the_published_key_does_not(settings, tmp_path):
     fresh = crypto.new_master_key_entry("prod2026")
-    code, out = run_until_ready("notifier", environment(TSUNAGI_ENV="production", FIELD_KEYS=fresh), tmp_path)
+    # 127.0.0.1 stands for the bank's relay; no mail is sent while the service only starts.
+    code, out = run_until_ready("notifier", environment(TSUNAGI_ENV="production", FIELD_KEYS=fresh,
+                                                        SMTP_HOST="127.0.0.1"), tmp_path)
     assert code == 0, out
     assert "ready: notifier" in out
     assert "development_settings" not in out
 
-    refused = tsunagi("service", "notifier", env=environment(TSUNAGI_ENV="production",
+    refused = tsunagi("service", "notifier", env=environment(TSUNAGI_ENV="production", SMTP_HOST="127.0.0.1",
                                                               FIELD_KEYS=DEV_FIELD_KEYS), timeout=30)
     assert refused.returncode != 0
     assert "FIELD_KEYS: its first entry, which seals new data, is the development key" in refused.stderr
@@ -86,7 +88,7 @@ def test_tsunagi_run_refuses_before_starting_anything(tmp_path):
                      env=environment(TSUNAGI_ENV="production", FIELD_KEYS=crypto.new_master_key_entry("p1")),
                      timeout=30)
     assert result.returncode == 1
-    for setting in ("TOTP_KEYS", "MAIL_OTP_KEYS", "CSRF_KEY", "TELEPHONY_AUTH_TOKEN"):
+    for setting in ("TOTP_KEYS", "MAIL_OTP_KEYS", "CSRF_KEY", "TELEPHONY_AUTH_TOKEN", "SMTP_HOST"):
         assert f"  {setting}: " in result.stderr, result.stderr
     assert "FIELD_KEYS" not in result.stderr
     assert not run_dir.exists() or not any(run_dir.iterdir())   # no process was started

@@ -23,6 +23,7 @@ PRODUCTION_READY = {
     "MAIL_OTP_KEYS": FRESH_MAIL,
     "CSRF_KEY": "c" * 43,
     "TELEPHONY_AUTH_TOKEN": "t" * 32,
+    "SMTP_HOST": "smtp.internal.example.jp",
 }
 
 
@@ -67,11 +68,14 @@ def found(package, given: dict) -> list[str]:
     ("gateway", settings(SESSION_COOKIE_SECURE="0"), ["SESSION_COOKIE_SECURE"]),
     ("gateway", settings(SESSION_COOKIE_SECURE="false"), ["SESSION_COOKIE_SECURE"]),
     ("gateway", settings(SESSION_COOKIE_SECURE="1"), []),
+    ("notifier", settings(SMTP_HOST=None), ["SMTP_HOST"]),
+    ("gateway", settings(SMTP_HOST=None), []),
     # a package is only asked about what its processes read
     ("identity", settings(CSRF_KEY=None, TOTP_KEYS=None, DEMO_MODE="1"), []),
     ("gateway", settings(TOTP_KEYS=None, WEBAUTHN_USER_HANDLE_KEY=DEV_FIELD_KEYS), []),
     # None (the runner, which starts every process) is asked about everything
-    (None, settings(CSRF_KEY=None, TOTP_KEYS=None, DEMO_MODE="1"), ["TOTP_KEYS", "CSRF_KEY", "DEMO_MODE"]),
+    (None, settings(CSRF_KEY=None, TOTP_KEYS=None, DEMO_MODE="1", SMTP_HOST=None),
+     ["TOTP_KEYS", "CSRF_KEY", "DEMO_MODE", "SMTP_HOST"]),
 ])
 def test_findings(package, given, expected):
     assert found(package, given) == expected
