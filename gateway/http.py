@@ -31,10 +31,12 @@ from werkzeug.wrappers import Request, Response
 
 from contracts.errors import DomainError, Forbidden, NotFound, Unauthenticated, Unavailable
 from services import logging as tlog
+from services.config import ConfigReader
 from services.dependencies import ACTOR_ID, ACTOR_KIND, CLIENT_ADDRESS, CORRELATION_ID
 from gateway.sessions import Session, SessionProvider
 from gateway import web_session
 from gateway import ratelimit
+from gateway.client_address import client_address, parse_trusted
 
 MAX_BODY = 64 * 1024
 SESSION_COOKIE = "tsunagi_session"
@@ -354,6 +356,7 @@ class ApiEntrypoint(HttpRequestHandler):
         self.query_schema = _schema(self.route.query)
         self.response_schema = _schema(self.route.response)
         self.rate_limits = ratelimit.limits_for(self.container) if self.route.rate_limit else None
+        self.trusted_proxies = parse_trusted(ConfigReader(self.container.config).raw("TRUSTED_PROXIES"))
 
     def get_url_rule(self):
         return Rule(self.url, methods=[self.method])
@@ -388,8 +391,10 @@ class ApiEntrypoint(HttpRequestHandler):
 
     def _prepare(self, request: Request, cid: str) -> ApiRequest:
         route = self.route
+        address = client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"),
+                                 self.trusted_proxies)
         if self.rate_limits is not None:   # first: a refused request costs no parsing
-            self.rate_limits.check(route.rate_limit, request.remote_addr)
+            self.rate_limits.check(route.rate_limit, address)
         # One byte over the limit, so that reading a chunked body that is too large returns
         # more than the limit (werkzeug stops at the cap without saying so).
         request.max_content_length = route.max_body + 1
@@ -403,7 +408,7 @@ class ApiEntrypoint(HttpRequestHandler):
             query = self.query_schema.load(_query_data(request, self.query_schema))
         return ApiRequest(
             body=body, query=query, path=dict(request.path_values),
-            session=self._session(request, route.auth), client=_client(request),
+            session=self._session(request, route.auth), client=_client(request, address),
             correlation_id=cid, request=request)
 
     @staticmethod
@@ -504,8 +509,8 @@ def session_token_of(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE) or None
 
 
-def _client(request: Request) -> ClientInfo:
-    return ClientInfo(address=request.remote_addr,
+def _client(request: Request, address: str | None) -> ClientInfo:
+    return ClientInfo(address=address,
                       user_agent=(request.headers.get("User-Agent") or None),
                       device_id=(request.headers.get("X-Device-ID") or None))
 

@@ -28,10 +28,10 @@ Design choices:
   per login attempt on the hot path of cut-over day, and the limit is a brake on automated
   guessing, not a quota (the lockouts are the exact, shared, durable count). Run it in the
   balancer too when one address must see exactly N across instances.
-- The address is the TCP peer (``REMOTE_ADDR``). Behind a reverse proxy every request has the
-  proxy's address, so the proxy must limit (or the gateway must be taught which proxy to
-  trust for ``X-Forwarded-For`` — not done: an unverified header would let anyone pick a fresh
-  address per request).
+- The address is the TCP peer (``REMOTE_ADDR``), or, behind proxies named in
+  ``TRUSTED_PROXIES``, the address the nearest of them saw (gateway/client_address.py). An
+  unverified ``X-Forwarded-For`` is never believed: it would let anyone pick a fresh address per
+  request.
 - Refused requests do not count (a client that keeps hammering is told the same wait, it does
   not extend it); memory is bounded (least recently used addresses are dropped first).
 """

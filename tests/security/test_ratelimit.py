@@ -173,3 +173,58 @@ def test_the_default_system_has_no_limit(system):
                      ).status_code for _ in range(11)]
     assert statuses == [401] * 11
     assert ratelimit.POLICIES == {"login": "RATE_LIMIT_LOGIN", "activation": "RATE_LIMIT_ACTIVATION"}
+
+
+# -- behind a reverse proxy (TRUSTED_PROXIES, gateway/client_address.py) --------------------------------
+
+PROXY = "127.0.0.10"           # the one peer this gateway trusts to write X-Forwarded-For
+
+
+@pytest.fixture(scope="module")
+def proxied_gateway(system, settings):
+    """A gateway, in this process, that trusts one proxy address and allows 2 logins a minute."""
+    from gateway.service import GatewayService
+    port = free_port()
+    config = {**settings.nameko_config(), "AMQP_URI": system.env["AMQP_URI"],
+              "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}", "DATABASE_URL": system.env["DATABASE_URL"],
+              "max_workers": 10, "RATE_LIMIT_LOGIN": "2/60", "TRUSTED_PROXIES": f"{PROXY}, 10.0.0.0/8"}
+    with running(config, [GatewayService]):
+        yield port
+
+
+def forwarded(port: int, chain: str, source: str = PROXY) -> Reply:
+    wrong = {"customer_number": new_number(), "password": "Wrong123x"}
+    return post(port, "/api/v1/migration/login", wrong, source=source, headers={"X-Forwarded-For": chain})
+
+
+def test_behind_a_trusted_proxy_each_customer_address_has_its_own_limit(proxied_gateway):
+    for _ in range(2):
+        assert_problem(forwarded(proxied_gateway, "203.0.113.5"), 401, "invalid_credentials")
+    assert_problem(forwarded(proxied_gateway, "203.0.113.5"), 429, "rate_limited")
+    # another customer behind the same proxy is not held back by the first
+    assert_problem(forwarded(proxied_gateway, "203.0.113.6"), 401, "invalid_credentials")
+    # a customer who writes a fake address in front is still counted by the address the proxy saw
+    assert_problem(forwarded(proxied_gateway, "198.51.100.99, 203.0.113.5"), 429, "rate_limited")
+    # two trusted hops (the proxy behind an internal balancer at 10.x): the client is left of them
+    assert_problem(forwarded(proxied_gateway, "203.0.113.5, 10.1.2.3"), 429, "rate_limited")
+
+
+def test_an_untrusted_peer_cannot_pick_its_address_by_header(proxied_gateway):
+    statuses = [forwarded(proxied_gateway, f"203.0.113.{100 + i}", source="127.0.0.11").status_code
+                for i in range(3)]
+    assert statuses == [401, 401, 429]
+
+
+def test_the_forwarded_address_is_the_one_the_log_records(proxied_gateway, customers):
+    c = customers.legacy()
+    r = post(proxied_gateway, "/api/v1/migration/login", {"customer_number": c.number, "password": "Wrong123x"},
+             source=PROXY, headers={"X-Forwarded-For": "192.0.2.44"})
+    assert_problem(r, 401, "invalid_credentials")
+    [failed] = [e for e in c.store.read_stream(f"customer-{c.number}") if e.type == "legacy_login_failed"]
+    assert failed.metadata["client_address"] == "192.0.2.44"
+
+
+def test_a_malformed_trusted_proxies_setting_stops_the_gateway():
+    from gateway.client_address import parse_trusted
+    with pytest.raises(ValueError, match="'10.0.0.0/33'"):
+        parse_trusted("127.0.0.1, 10.0.0.0/33")
