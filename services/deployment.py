@@ -6,7 +6,9 @@ one would seal personal data (FIELD_KEYS) and TOTP secrets (TOTP_KEYS) under kno
 stolen mail-password verifiers be searched offline (MAIL_OTP_KEYS), accept forged telephony
 webhooks (TELEPHONY_AUTH_TOKEN) and CSRF tokens (CSRF_KEY), send session cookies over plain HTTP
 (SESSION_COOKIE_SECURE=0), keep every mail on the machine in the development SMTP sink
-(SMTP_HOST unset), or, with DEMO_MODE, let anyone prove a phone without calling it.
+(SMTP_HOST unset), leave guessing from one address unbraked because nobody chose a limit
+(RATE_LIMIT_LOGIN / RATE_LIMIT_ACTIVATION unset; ``off`` is a choice and accepted), or, with
+DEMO_MODE, let anyone prove a phone without calling it.
 
 So with ``TSUNAGI_ENV=production`` a process refuses to start while a setting it uses is unset
 or still development-grade, and names every such setting at once, so that one restart fixes them
@@ -96,6 +98,15 @@ def _must_be(wanted: bool, default: bool, consequence: str) -> Callable[[str | N
     return problem
 
 
+def _decided(what: str) -> Callable[[str | None], str | None]:
+    def problem(value: str | None) -> str | None:
+        if value is None:
+            return (f"unset, so {what} requests per address are not limited "
+                    f"(give REQUESTS/SECONDS, or `off` where the balancer limits them)")
+        return None
+    return problem
+
+
 @dataclass(frozen=True)
 class Rule:
     setting: str
@@ -117,6 +128,10 @@ RULES: tuple[Rule, ...] = (
          _must_be(False, False, "is on, so anyone could prove a phone without calling it")),
     Rule("SESSION_COOKIE_SECURE", frozenset({"gateway"}),
          _must_be(True, True, "is off, so session cookies would travel over plain HTTP")),
+    # Unset means no brake on guessing across customers from one address. A deployment whose
+    # balancer limits instead says so with `off`; forgetting is what is refused.
+    Rule("RATE_LIMIT_LOGIN", frozenset({"gateway"}), _decided("login")),
+    Rule("RATE_LIMIT_ACTIVATION", frozenset({"gateway"}), _decided("OTP app activation")),
     # Unset, the notifier mails 127.0.0.1:8025, and `tsunagi run` starts its development sink
     # there: the Service ID and User ID mails would never leave the machine.
     Rule("SMTP_HOST", frozenset({"notifier"}),

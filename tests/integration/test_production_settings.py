@@ -15,7 +15,8 @@ from services.deployment import DEV_FIELD_KEYS
 ROOT = Path(__file__).resolve().parents[2]
 TSUNAGI = Path(sys.executable).with_name("tsunagi")
 SECRETS = ("FIELD_KEYS", "TOTP_KEYS", "MAIL_OTP_KEYS", "CSRF_KEY", "TELEPHONY_AUTH_TOKEN",
-           "WEBAUTHN_USER_HANDLE_KEY", "DEMO_MODE", "SESSION_COOKIE_SECURE", "SMTP_HOST", "TSUNAGI_ENV")
+           "WEBAUTHN_USER_HANDLE_KEY", "DEMO_MODE", "SESSION_COOKIE_SECURE", "SMTP_HOST", "RATE_LIMIT_LOGIN",
+           "RATE_LIMIT_ACTIVATION", "TSUNAGI_ENV")
 
 
 def environment(**given: str) -> dict:
@@ -53,7 +54,7 @@ def test_a_production_gateway_without_its_secrets_does_not_start(tmp_path):
                      timeout=30)
     assert result.returncode != 0
     err = result.stderr
-    for setting in ("FIELD_KEYS", "CSRF_KEY", "TELEPHONY_AUTH_TOKEN", "DEMO_MODE"):
+    for setting in ("FIELD_KEYS", "CSRF_KEY", "TELEPHONY_AUTH_TOKEN", "DEMO_MODE", "RATE_LIMIT_LOGIN"):
         assert f"  {setting}: " in err, err
     assert "TOTP_KEYS" not in err                  # read by otp_service, not by the gateway
     assert "ready: gateway" not in result.stdout

@@ -24,6 +24,8 @@ PRODUCTION_READY = {
     "CSRF_KEY": "c" * 43,
     "TELEPHONY_AUTH_TOKEN": "t" * 32,
     "SMTP_HOST": "smtp.internal.example.jp",
+    "RATE_LIMIT_LOGIN": "10/60",
+    "RATE_LIMIT_ACTIVATION": "off",
 }
 
 
@@ -69,6 +71,10 @@ def found(package, given: dict) -> list[str]:
     ("gateway", settings(SESSION_COOKIE_SECURE="false"), ["SESSION_COOKIE_SECURE"]),
     ("gateway", settings(SESSION_COOKIE_SECURE="1"), []),
     ("notifier", settings(SMTP_HOST=None), ["SMTP_HOST"]),
+    # a rate limit must be chosen, even if the choice is `off` (the balancer limits)
+    ("gateway", settings(RATE_LIMIT_LOGIN=None, RATE_LIMIT_ACTIVATION=None),
+     ["RATE_LIMIT_LOGIN", "RATE_LIMIT_ACTIVATION"]),
+    ("gateway", settings(RATE_LIMIT_LOGIN="off", RATE_LIMIT_ACTIVATION="5/60"), []),
     ("gateway", settings(SMTP_HOST=None), []),
     # a package is only asked about what its processes read
     ("identity", settings(CSRF_KEY=None, TOTP_KEYS=None, DEMO_MODE="1"), []),
