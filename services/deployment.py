@@ -38,6 +38,8 @@ DEV_MAIL_OTP_KEYS = "mailotpdev1:bWFpbC1vdHAtaG1hYy1kZXZlbG9wbWVudC1rZXkhISE="
 DEV_CSRF_KEY = "dev-csrf-key-not-for-production"
 DEV_TELEPHONY_AUTH_TOKEN = "dev-telephony-auth-token-not-for-production"
 
+MIN_SECRET_LENGTH = 32       # a Twilio auth token has 32; `secrets.token_urlsafe(32)` gives 43
+
 ENVIRONMENT_SETTING = "TSUNAGI_ENV"
 DEVELOPMENT, PRODUCTION = "development", "production"
 
@@ -81,6 +83,8 @@ def _secret(development: str) -> Callable[[str | None], str | None]:
             return "unset, so the development value is used"
         if value == development:
             return "is the development value"
+        if len(value) < MIN_SECRET_LENGTH:   # an HMAC key someone could guess or type from memory
+            return f"is shorter than {MIN_SECRET_LENGTH} characters"
         return None
     return problem
 

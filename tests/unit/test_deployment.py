@@ -52,6 +52,8 @@ def found(package, given: dict) -> list[str]:
      ["TOTP_KEYS", "MAIL_OTP_KEYS"]),
     ("gateway", settings(CSRF_KEY=DEV_CSRF_KEY, TELEPHONY_AUTH_TOKEN=DEV_TELEPHONY_AUTH_TOKEN),
      ["CSRF_KEY", "TELEPHONY_AUTH_TOKEN"]),
+    ("gateway", settings(CSRF_KEY="correct-horse", TELEPHONY_AUTH_TOKEN="t" * 31),
+     ["CSRF_KEY", "TELEPHONY_AUTH_TOKEN"]),
     # the development key under another key id is still the development key
     ("relay", settings(FIELD_KEYS="prod1:" + DEV_FIELD_KEYS.partition(":")[2]), ["FIELD_KEYS"]),
     # rotating away from it: a fresh key first, the development key still listed behind it
