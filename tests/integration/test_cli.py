@@ -6,7 +6,6 @@ the first broken position) and 10 (`docker compose config` accepts docker-compos
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,15 +22,10 @@ from contracts.events import Actor, Metadata, NewEvent
 from services import db, topology
 from services.cli import COMMANDS
 from tests.conftest import unique
+from tests.support.cli import run_until_ready, tsunagi
 
 ROOT = Path(__file__).resolve().parents[2]
-TSUNAGI = Path(sys.executable).with_name("tsunagi")
 META = Metadata(actor=Actor("system", "test"), correlation_id=str(uuid.uuid4()), service="test")
-
-
-def tsunagi(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([str(TSUNAGI), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=ROOT)
 
 
 def test_help_lists_every_command():
@@ -112,20 +106,9 @@ def test_verify_without_database_fails_with_one_line(settings):
 def test_service_command_runs_one_nameko_service_and_stops_on_sigterm(settings, tmp_path):
     """`tsunagi service NAME` (one service per process, as docker-compose runs them) starts the
     class defined in the module, although the module imports a mixin with entrypoints."""
-    proc = subprocess.Popen([str(TSUNAGI), "service", "notifier"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if "ready: notifier" in line:
-                proc.terminate()
-                break
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, "".join(lines) + out
+    code, out = run_until_ready("notifier", tmp_path)
+    assert code == 0, out
+    assert "ready: notifier" in out
     assert "stopping services: notifier" in out
 
 

@@ -4,16 +4,11 @@ a production process with its own keys starts, and a development one warns and s
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 from services import crypto
 from services.deployment import DEV_FIELD_KEYS
+from tests.support.cli import run_until_ready, tsunagi
 
-ROOT = Path(__file__).resolve().parents[2]
-TSUNAGI = Path(sys.executable).with_name("tsunagi")
 SECRETS = ("FIELD_KEYS", "TOTP_KEYS", "MAIL_OTP_KEYS", "CSRF_KEY", "TELEPHONY_AUTH_TOKEN",
            "WEBAUTHN_USER_HANDLE_KEY", "DEMO_MODE", "SESSION_COOKIE_SECURE", "SMTP_HOST", "RATE_LIMIT_LOGIN",
            "RATE_LIMIT_ACTIVATION", "TSUNAGI_ENV")
@@ -25,32 +20,8 @@ def environment(**given: str) -> dict:
     return {**env, "PYTHONWARNINGS": "ignore", **given}
 
 
-def tsunagi(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([str(TSUNAGI), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=ROOT)
-
-
-def run_until_ready(service: str, env: dict, cwd: Path, timeout: float = 60) -> tuple[int, str]:
-    """Start `tsunagi service NAME`, stop it once it reports ready; (exit code, its output)."""
-    proc = subprocess.Popen([str(TSUNAGI), "service", service], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    deadline = time.monotonic() + timeout
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if f"ready: {service}" in line or time.monotonic() > deadline:
-                proc.terminate()
-                break
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, "".join(lines) + out
-
-
 def test_a_production_gateway_without_its_secrets_does_not_start(tmp_path):
-    result = tsunagi("service", "gateway", env=environment(TSUNAGI_ENV="production", DEMO_MODE="1"),
+    result = tsunagi("service", "gateway", base=environment(TSUNAGI_ENV="production", DEMO_MODE="1"),
                      timeout=30)
     assert result.returncode != 0
     err = result.stderr
@@ -64,20 +35,20 @@ def test_a_production_gateway_without_its_secrets_does_not_start(tmp_path):
 def test_a_production_service_with_its_own_keys_starts_and_one_with_the_published_key_does_not(settings, tmp_path):
     fresh = crypto.new_master_key_entry("prod2026")
     # 127.0.0.1 stands for the bank's relay; no mail is sent while the service only starts.
-    code, out = run_until_ready("notifier", environment(TSUNAGI_ENV="production", FIELD_KEYS=fresh,
-                                                        SMTP_HOST="127.0.0.1"), tmp_path)
+    code, out = run_until_ready("notifier", tmp_path, base=environment(TSUNAGI_ENV="production", FIELD_KEYS=fresh,
+                                                                   SMTP_HOST="127.0.0.1"))
     assert code == 0, out
     assert "ready: notifier" in out
     assert "development_settings" not in out
 
-    refused = tsunagi("service", "notifier", env=environment(TSUNAGI_ENV="production", SMTP_HOST="127.0.0.1",
+    refused = tsunagi("service", "notifier", base=environment(TSUNAGI_ENV="production", SMTP_HOST="127.0.0.1",
                                                               FIELD_KEYS=DEV_FIELD_KEYS), timeout=30)
     assert refused.returncode != 0
     assert "FIELD_KEYS: its first entry, which seals new data, is the development key" in refused.stderr
 
 
 def test_a_development_service_warns_about_the_published_keys_and_starts(settings, tmp_path):
-    code, out = run_until_ready("notifier", environment(), tmp_path)
+    code, out = run_until_ready("notifier", tmp_path, base=environment())
     assert code == 0, out
     warning = next(line for line in out.splitlines() if "development_settings" in line)
     assert "FIELD_KEYS" in warning
@@ -86,7 +57,7 @@ def test_a_development_service_warns_about_the_published_keys_and_starts(setting
 def test_tsunagi_run_refuses_before_starting_anything(tmp_path):
     run_dir = tmp_path / "run"
     result = tsunagi("run", "--run-dir", str(run_dir),
-                     env=environment(TSUNAGI_ENV="production", FIELD_KEYS=crypto.new_master_key_entry("p1")),
+                     base=environment(TSUNAGI_ENV="production", FIELD_KEYS=crypto.new_master_key_entry("p1")),
                      timeout=30)
     assert result.returncode == 1
     for setting in ("TOTP_KEYS", "MAIL_OTP_KEYS", "CSRF_KEY", "TELEPHONY_AUTH_TOKEN", "SMTP_HOST"):
@@ -96,7 +67,7 @@ def test_tsunagi_run_refuses_before_starting_anything(tmp_path):
 
 
 def test_a_command_that_opens_the_log_refuses_quietly_with_json(settings):
-    result = tsunagi("verify", "--json", env=environment(TSUNAGI_ENV="production",
+    result = tsunagi("verify", "--json", base=environment(TSUNAGI_ENV="production",
                                                           DATABASE_URL=settings.database_url))
     assert result.returncode == 1
     assert result.stdout == ""                    # nothing a JSON reader would choke on
@@ -105,7 +76,7 @@ def test_a_command_that_opens_the_log_refuses_quietly_with_json(settings):
 
 
 def test_a_mistyped_environment_is_refused(tmp_path):
-    result = tsunagi("service", "notifier", env=environment(TSUNAGI_ENV="prod",
+    result = tsunagi("service", "notifier", base=environment(TSUNAGI_ENV="prod",
                                                              FIELD_KEYS=crypto.new_master_key_entry("p2")),
                      timeout=30)
     assert result.returncode != 0
